@@ -1,0 +1,62 @@
+"""``mesh dev``: the embedded development stack (Tansu broker + mesh registry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from mesh.cli._console import console
+from mesh.devstack import DevStack
+
+app = typer.Typer(
+    help="Run a local broker and schema registry in the background (state in .mesh/).",
+    no_args_is_help=True,
+)
+
+STATE_DIR = typer.Option(Path(".mesh"), "--state-dir", help="Where pids, ports and logs live.")
+
+
+@app.command("up")
+def up(
+    broker_port: int = typer.Option(9092, min=1, max=65535, help="Broker port on 127.0.0.1."),
+    registry_port: int = typer.Option(8081, min=1, max=65535, help="Registry port on 127.0.0.1."),
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """Start the embedded broker and registry, or report the stack already running."""
+    stack = DevStack(state_dir)
+    already = bool(stack.status()) and all(alive for _, alive in stack.status().values())
+    records = stack.up(broker_port=broker_port, registry_port=registry_port)
+    by_name = {rec.name: rec for rec in records}
+    verb = "already running" if already else "started"
+    console.print(f"mesh dev stack {verb}")
+    console.print(f"  bootstrap servers: [bold]{by_name['broker'].url}[/]")
+    console.print(f"  registry url:      [bold]{by_name['registry'].url}[/]")
+
+
+@app.command("status")
+def status(state_dir: Path = STATE_DIR) -> None:
+    """Show the processes of the stack and whether they run (exit 1 when not all run)."""
+    current = DevStack(state_dir).status()
+    if not current:
+        console.print("mesh dev stack is not running (start it with `mesh dev up`)")
+        raise typer.Exit(1)
+    table = Table("process", "pid", "address", "state", "log")
+    for rec, alive in current.values():
+        state = "[green]running[/]" if alive else "[red]stopped[/]"
+        table.add_row(rec.name, str(rec.pid), rec.url, state, rec.log)
+    console.print(table)
+    if not all(alive for _, alive in current.values()):
+        raise typer.Exit(1)
+
+
+@app.command("down")
+def down(state_dir: Path = STATE_DIR) -> None:
+    """Stop the processes `mesh dev up` started (and nothing else)."""
+    stopped = DevStack(state_dir).down()
+    if not stopped:
+        console.print("mesh dev stack was not running")
+        return
+    for rec in stopped:
+        console.print(f"stopped {rec.name} (pid {rec.pid})")

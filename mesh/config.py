@@ -1,0 +1,209 @@
+"""Settings: one object, read from ``mesh.toml`` and ``MESH_*`` environment variables.
+
+Precedence, highest first: explicit overrides (CLI flags), environment variables,
+the config file, defaults. Environment variables use the ``MESH_`` prefix and ``__``
+for nesting (``MESH_TOPICS__PARTITIONS=6``); ``MESH_KAFKA`` takes a JSON object of
+librdkafka properties, which is how SASL/SSL settings reach Kafka unchanged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mesh.errors import ConfigError
+
+__all__ = [
+    "AgentSettings",
+    "Duration",
+    "Settings",
+    "TopicDefaults",
+    "load_settings",
+    "parse_duration",
+]
+
+CONFIG_FILE_ENV = "MESH_CONFIG"
+DEFAULT_CONFIG_FILE = "mesh.toml"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_MASK = "**********"
+_SECRET_KEY = re.compile(r"password|secret|token|\.key(\.|$)|credentials", re.IGNORECASE)
+
+
+def parse_duration(value: str | float) -> float:
+    """Parse ``"250ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"invalid duration {value!r}: use e.g. '250ms', '30s', '5m', '2h'")
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+#: A duration in seconds, written in config as ``"30s"``, ``"5m"`` or a number.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicDefaults(_Section):
+    """How mesh creates the topics it needs."""
+
+    partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int | None = Field(default=None, ge=-1)
+
+
+class AgentSettings(_Section):
+    """Per-agent policy, ``[agents.NAME]`` in ``mesh.toml``."""
+
+    concurrency: int = Field(default=100, ge=1, le=100_000)
+    timeout: Duration | None = None
+    group_id: str | None = None
+
+
+class Settings(BaseSettings):
+    """The effective configuration of a mesh process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MESH_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    #: Extra librdkafka properties (``"security.protocol" = "SASL_SSL"``, ...).
+    kafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    registry_url: str = "http://127.0.0.1:8081"
+    #: ``"user:password"`` for registry basic auth.
+    registry_auth: SecretStr | None = None
+    topics: TopicDefaults = Field(default_factory=TopicDefaults)
+    agents: dict[str, AgentSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration: bootstrap servers, the user's properties, then overrides."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka, **overrides}
+
+    def registry_config(self) -> dict[str, Any]:
+        """Configuration for ``confluent_kafka.schema_registry.SchemaRegistryClient``."""
+        conf: dict[str, Any] = {"url": self.registry_url}
+        if self.registry_auth is not None:
+            conf["basic.auth.user.info"] = self.registry_auth.get_secret_value()
+        return conf
+
+    def agent(self, name: str) -> AgentSettings:
+        """The policy of agent *name*, defaults where the config is silent."""
+        return self.agents.get(name, AgentSettings())
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with every secret masked, safe to print or log."""
+        data = self.model_dump(mode="json")
+        data["kafka"] = self._redacted_kafka()
+        if self.registry_auth is not None:
+            user = self.registry_auth.get_secret_value().split(":", 1)[0]
+            data["registry_auth"] = f"{user}:{_MASK}"
+        return data
+
+    def _redacted_kafka(self) -> dict[str, Any]:
+        return {key: _MASK if _SECRET_KEY.search(key) else val for key, val in self.kafka.items()}
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, self._redacted_kafka() if name == "kafka" else value
+
+
+_file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    "mesh_config_file_data", default={}
+)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The parsed config file, lowest-priority source after the defaults."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _file_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_data.get())
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from *config_file* (default ``$MESH_CONFIG`` or ``./mesh.toml``).
+
+    A missing default file is fine; a missing file that was asked for is an error.
+    Overrides whose value is ``None`` are ignored, so CLI options can be passed through.
+    """
+    explicit = config_file or os.environ.get(CONFIG_FILE_ENV)
+    path = Path(explicit or DEFAULT_CONFIG_FILE)
+    if explicit and not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    file_data = _read_config_file(path) if path.is_file() else {}
+    token = _file_data.set(file_data)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, file_data)) from None
+    finally:
+        _file_data.reset(token)
+
+
+def _describe(exc: ValidationError, path: Path, file_data: dict[str, Any]) -> str:
+    """One line per problem, naming where the bad value came from."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        top = str(error["loc"][0]) if error["loc"] else ""
+        env_name = f"MESH_{top.upper()}"
+        if any(name.startswith(env_name) for name in os.environ):
+            origin = f"environment variable {env_name}"
+        elif top in file_data:
+            origin = str(path)
+        else:
+            origin = "settings"
+        reason = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            reason = "unknown key"
+        lines.append(f"{origin}: {key}: {reason}")
+    return "\n".join(lines)
