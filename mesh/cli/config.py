@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,9 +16,10 @@ app = typer.Typer(help="Inspect the effective configuration (mesh.toml + MESH_* 
 
 @app.command("show")
 def show(
-    config_file: Path | None = typer.Option(
-        None, "--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."
-    ),
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
+    ] = None,
 ) -> None:
     """Print the effective settings as JSON, secrets masked."""
     settings = load_settings(config_file)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,14 +16,18 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-STATE_DIR = typer.Option(Path(".mesh"), "--state-dir", help="Where pids, ports and logs live.")
+StateDir = Annotated[Path, typer.Option("--state-dir", help="Where pids, ports and logs live.")]
 
 
 @app.command("up")
 def up(
-    broker_port: int = typer.Option(9092, min=1, max=65535, help="Broker port on 127.0.0.1."),
-    registry_port: int = typer.Option(8081, min=1, max=65535, help="Registry port on 127.0.0.1."),
-    state_dir: Path = STATE_DIR,
+    broker_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Broker port on 127.0.0.1.")
+    ] = 9092,
+    registry_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Registry port on 127.0.0.1.")
+    ] = 8081,
+    state_dir: StateDir = Path(".mesh"),
 ) -> None:
     """Start the embedded broker and registry, or report the stack already running."""
     stack = DevStack(state_dir)
@@ -36,7 +41,7 @@ def up(
 
 
 @app.command("status")
-def status(state_dir: Path = STATE_DIR) -> None:
+def status(state_dir: StateDir = Path(".mesh")) -> None:
     """Show the processes of the stack and whether they run (exit 1 when not all run)."""
     current = DevStack(state_dir).status()
     if not current:
@@ -52,7 +57,7 @@ def status(state_dir: Path = STATE_DIR) -> None:
 
 
 @app.command("down")
-def down(state_dir: Path = STATE_DIR) -> None:
+def down(state_dir: StateDir = Path(".mesh")) -> None:
     """Stop the processes `mesh dev up` started (and nothing else)."""
     stopped = DevStack(state_dir).down()
     if not stopped:

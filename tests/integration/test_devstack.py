@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -18,9 +19,10 @@ from mesh.devstack import DevStack, free_port
 
 def mesh_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mesh", *args],
+        check=False,
         cwd=cwd,
         env={**os.environ, **(env or {}), "COLUMNS": "200"},
         capture_output=True,
@@ -116,8 +118,20 @@ def test_down_leaves_foreign_processes_alone(tmp_path: Path) -> None:
         state = tmp_path / ".mesh"
         state.mkdir()
         (state / "stack.json").write_text(
-            '{"processes": [{"name": "broker", "pid": %d, "port": 1, "url": "x",'
-            ' "argv": ["/opt/tansu"], "log": "x"}]}' % other.pid
+            json.dumps(
+                {
+                    "processes": [
+                        {
+                            "name": "broker",
+                            "pid": other.pid,
+                            "port": 1,
+                            "url": "x",
+                            "argv": ["/opt/tansu"],
+                            "log": "x",
+                        }
+                    ]
+                }
+            )
         )
         result = mesh_cli("dev", "down", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
