@@ -276,9 +276,18 @@ def _broker_answers(bootstrap: str) -> bool:
 
 
 def start_registry(
-    *, bootstrap_servers: str, port: int, log_dir: Path, timeout_s: float = 30.0
+    *,
+    bootstrap_servers: str,
+    port: int,
+    log_dir: Path,
+    timeout_s: float = 30.0,
+    topic: str | None = None,
 ) -> ManagedProcess:
-    """Start ``mesh registry serve`` against *bootstrap_servers* on ``127.0.0.1:port``."""
+    """Start ``mesh registry serve`` against *bootstrap_servers* on ``127.0.0.1:port``.
+
+    *topic* is the registry's state topic (default ``_schemas``): registries sharing one
+    topic share their schemas.
+    """
     url = f"http://{LOCALHOST}:{port}"
     proc = ManagedProcess(
         name="registry",
@@ -294,6 +303,7 @@ def start_registry(
             LOCALHOST,
             "--port",
             str(port),
+            *(["--topic", topic] if topic else []),
         ],
         port=port,
         url=url,

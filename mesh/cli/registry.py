@@ -1,0 +1,76 @@
+"""``mesh registry``: run the Confluent-compatible schema registry."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mesh.config import load_settings
+from mesh.errors import ConfigError
+from mesh.registry import RegistryConfig, run
+
+app = typer.Typer(
+    help="The Confluent-compatible schema registry (state in a Kafka topic).",
+    no_args_is_help=True,
+)
+
+
+@app.command("serve")
+def serve(
+    *,
+    bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap-servers",
+            "-b",
+            help="Kafka bootstrap servers (default: MESH_BOOTSTRAP_SERVERS or mesh.toml).",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8081,
+    topic: Annotated[str, typer.Option(help="Topic holding the registry's state.")] = "_schemas",
+    advertised_url: Annotated[
+        str | None,
+        typer.Option(help="URL other registries forward writes to (default: http://HOST:PORT)."),
+    ] = None,
+    basic_auth: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MESH_REGISTRY_BASIC_AUTH",
+            help="Require HTTP basic auth, 'user:password' (or MESH_REGISTRY_BASIC_AUTH).",
+            show_default=False,
+        ),
+    ] = None,
+    election_session_timeout_ms: Annotated[
+        int,
+        typer.Option(
+            min=1000,
+            help="Session timeout of the primary election group: failover takes about this long.",
+        ),
+    ] = 6000,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
+    ] = None,
+) -> None:
+    """Serve the registry until interrupted (SIGINT/SIGTERM)."""
+    if basic_auth is not None and ":" not in basic_auth:
+        raise ConfigError("--basic-auth must be 'user:password'")
+    settings = load_settings(config_file, bootstrap_servers=bootstrap_servers)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(
+        RegistryConfig(
+            kafka=settings.kafka_config(),
+            host=host,
+            port=port,
+            topic=topic,
+            advertised_url=advertised_url,
+            basic_auth=basic_auth,
+            election_session_timeout_ms=election_session_timeout_ms,
+        )
+    )

@@ -1,0 +1,86 @@
+"""A registry of its own: global config and mode, basic auth, and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+
+import httpx
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+
+from mesh.devstack import LOCALHOST, ManagedProcess
+from mesh.testing import unique_name
+
+StartRegistry = Callable[[str], ManagedProcess]
+INT = json.dumps({"type": "record", "name": "E", "fields": [{"name": "a", "type": "int"}]})
+
+
+def test_global_config_and_mode(start_registry_on: StartRegistry) -> None:
+    registry = start_registry_on(unique_name("_schemas"))
+    http = httpx.Client(base_url=registry.url, timeout=30)
+    assert http.get("/config").json() == {"compatibilityLevel": "BACKWARD"}
+    assert http.put("/config", json={"compatibility": "full"}).json() == {"compatibility": "FULL"}
+    assert http.get("/config").json() == {"compatibilityLevel": "FULL"}
+    assert http.get("/config/s", params={"defaultToGlobal": "true"}).json() == {
+        "compatibilityLevel": "FULL"
+    }
+    assert http.delete("/config").json() == {"compatibilityLevel": "FULL"}
+    assert http.get("/config").json() == {"compatibilityLevel": "BACKWARD"}
+
+    assert http.put("/mode", json={"mode": "READONLY"}).json() == {"mode": "READONLY"}
+    refused = http.post("/subjects/s/versions", json={"schema": INT})
+    assert (refused.status_code, refused.json()["error_code"]) == (422, 42205)
+    assert http.put("/config", json={"compatibility": "NONE"}).json()["error_code"] == 42205
+
+    assert http.put("/mode", json={"mode": "IMPORT"}).json() == {"mode": "IMPORT"}
+    imported = http.post("/subjects/s/versions", json={"schema": INT, "id": 100, "version": 7})
+    assert imported.json() == {"id": 100}
+    assert http.get("/subjects/s/versions/7").json()["id"] == 100
+    assert http.put("/mode", json={"mode": "READWRITE"}).json() == {"mode": "READWRITE"}
+    other = json.dumps({"type": "record", "name": "F", "fields": [{"name": "b", "type": "int"}]})
+    assert http.post("/subjects/t/versions", json={"schema": other}).json() == {"id": 101}
+
+
+def test_basic_auth(start_registry_on: StartRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_REGISTRY_BASIC_AUTH", "alice:s3cret-pw")
+    registry = start_registry_on(unique_name("_schemas"))
+    assert httpx.get(f"{registry.url}/").status_code == 200  # readiness needs no credentials
+    for auth in (None, ("alice", "wrong"), ("bob", "s3cret-pw")):
+        response = httpx.get(f"{registry.url}/subjects", auth=auth)
+        assert (response.status_code, response.json()["error_code"]) == (401, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Basic")
+    with pytest.raises(SchemaRegistryError):
+        SchemaRegistryClient({"url": registry.url}).get_subjects()
+    client = SchemaRegistryClient({"url": registry.url, "basic.auth.user.info": "alice:s3cret-pw"})
+    assert client.register_schema("s", Schema(INT, "AVRO")) == 1
+    assert client.get_subjects() == ["s"]
+    assert "s3cret-pw" not in registry.log_path.read_text()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", "registry", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_errors_are_one_line(mesh_bootstrap_servers: str, mesh_registry_url: str) -> None:
+    busy_port = mesh_registry_url.rsplit(":", 1)[1]
+    busy = run_cli(
+        "--bootstrap-servers", mesh_bootstrap_servers, "--host", LOCALHOST, "--port", busy_port
+    )
+    assert busy.returncode == 1
+    [line] = [line for line in busy.stderr.splitlines() if line.startswith("error:")]
+    assert f"cannot listen on {LOCALHOST}:{busy_port}" in line
+    assert "Traceback" not in busy.stderr
+    bad_auth = run_cli("--basic-auth", "no-colon")
+    assert (bad_auth.returncode, bad_auth.stderr.strip()) == (
+        1,
+        "error: --basic-auth must be 'user:password'",
+    )
