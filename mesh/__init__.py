@@ -1,14 +1,51 @@
-"""mesh: a Kafka-native event mesh for AI agents."""
+"""mesh: a Kafka-native event mesh for AI agents.
+
+::
+
+    from mesh import Context, Event, Mesh
+
+    class TaskCreated(Event, key="task_id"):
+        task_id: str
+        prompt: str
+
+    app = Mesh("research")
+
+    @app.agent("planner", consumes=TaskCreated)
+    async def planner(event: TaskCreated, ctx: Context) -> PlanReady | None: ...
+"""
 
 from mesh.config import AgentSettings, Settings, load_settings
-from mesh.errors import BrokerError, ConfigError, DevStackError, MeshError
+from mesh.envelope import Envelope
+from mesh.errors import (
+    BrokerError,
+    ConfigError,
+    DeserializationError,
+    DevStackError,
+    MeshError,
+    RegistryError,
+    SchemaError,
+    SerializationError,
+)
+from mesh.event import Event
+from mesh.runtime.app import AgentSpec, Mesh
+from mesh.runtime.context import Context, EmitAfterFinishError
 
 __all__ = [
     "AgentSettings",
+    "AgentSpec",
     "BrokerError",
     "ConfigError",
+    "Context",
+    "DeserializationError",
     "DevStackError",
+    "EmitAfterFinishError",
+    "Envelope",
+    "Event",
+    "Mesh",
     "MeshError",
+    "RegistryError",
+    "SchemaError",
+    "SerializationError",
     "Settings",
     "load_settings",
 ]

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mesh.cli import config, dev
+from mesh.cli import config, dev, registry, run, schema
 from mesh.cli._console import err_console
 from mesh.errors import MeshError
 
@@ -21,6 +21,9 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(config.app, name="config")
+app.add_typer(registry.app, name="registry")
+app.add_typer(schema.app, name="schema")
+app.command("run")(run.run)
 
 
 def main() -> None:

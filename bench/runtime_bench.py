@@ -1,0 +1,309 @@
+"""Runtime throughput: a mesh agent against hand-written confluent-kafka loops, in one run.
+
+Scenario 1 (CPU-bound pipeline): consume, decode (fastavro), trivial transform, encode,
+produce, commit after acks. (a) is the hand-written loop, (b) the same pipeline as a
+mesh agent with all its guarantees on. Prints events/s for each and the ratio b/a.
+
+Scenario 2 (slow handlers): each handler awaits 500 ms; 3 partitions, one process.
+(a) a plain asyncio loop with a semaphore and contiguous commits, (b) a mesh agent.
+
+Both start their own broker and registry through mesh.devstack and use the same data::
+
+    python bench/runtime_bench.py [--events 200000] [--slow-events 6000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fastavro
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+from mesh import Context, Event, Mesh, Settings
+from mesh.devstack import free_port, start_broker, start_registry
+from mesh.schema import generate_schemas
+from mesh.topics import TopicSpec, ensure_topics
+
+GROUP_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+class Order(Event, topic="bench.orders", key="order_id", name="bench.Order"):
+    order_id: str
+    customer: str
+    amount_cents: int
+    note: str
+    created_at: datetime
+
+
+class Priced(Event, topic="bench.priced", key="order_id", name="bench.Priced"):
+    order_id: str
+    customer: str
+    amount_cents: int
+    note: str
+    created_at: datetime
+
+
+def transform(record: dict) -> dict:
+    return {**record, "note": record["note"].upper(), "amount_cents": record["amount_cents"] + 1}
+
+
+def fill(bootstrap: str, registry: str, topic: str, count: int, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    ensure_topics(admin, [TopicSpec(topic, partitions)])
+    client = SchemaRegistryClient({"url": registry})
+    schema_id = client.register_schema(
+        f"{topic}-value", Schema(json.dumps(Order.avro_schema()), "AVRO")
+    )
+    parsed = fastavro.parse_schema(Order.avro_schema())
+    header = struct.pack(">bI", 0, schema_id)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    now = datetime.now(UTC)
+    for i in range(count):
+        buf = io.BytesIO()
+        buf.write(header)
+        record = {
+            "order_id": f"o-{i}",
+            "customer": f"c-{i % 1000}",
+            "amount_cents": i,
+            "note": "thank you for your order",
+            "created_at": now,
+        }
+        fastavro.schemaless_writer(buf, parsed, record)
+        while True:
+            try:
+                producer.produce(topic, buf.getvalue(), record["order_id"].encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush()
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in tps)
+
+
+# -- (a) hand-written loops ------------------------------------------------------------
+
+
+def baseline_pipeline(bootstrap: str, registry: str, source: str, sink: str, count: int) -> float:
+    client = SchemaRegistryClient({"url": registry})
+    out_id = client.register_schema(
+        f"{sink}-value", Schema(json.dumps(Priced.avro_schema()), "AVRO")
+    )
+    out_header = struct.pack(">bI", 0, out_id)
+    writers: dict[int, dict] = {}
+    out_schema = fastavro.parse_schema(Priced.avro_schema())
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"baseline-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **GROUP_CONFIG,
+        }
+    )
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+    )
+    consumer.subscribe([source])
+    done = 0
+    started = None
+    while done < count:
+        batch = consumer.consume(1000, timeout=0.1)
+        if not batch:
+            continue
+        started = started or time.perf_counter()
+        for msg in batch:
+            value = msg.value()
+            schema_id = struct.unpack(">I", value[1:5])[0]
+            if schema_id not in writers:
+                writers[schema_id] = fastavro.parse_schema(
+                    json.loads(client.get_schema(schema_id).schema_str)
+                )
+            record = fastavro.schemaless_reader(io.BytesIO(value[5:]), writers[schema_id], None)
+            buf = io.BytesIO()
+            buf.write(out_header)
+            fastavro.schemaless_writer(buf, out_schema, transform(record))
+            while True:
+                try:
+                    producer.produce(sink, buf.getvalue(), msg.key())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.flush()  # commit only after every output was acknowledged
+        consumer.commit(asynchronous=True)
+        done += len(batch)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return count / elapsed
+
+
+async def baseline_slow(bootstrap: str, source: str, count: int, partitions: int) -> float:
+    """A plain asyncio loop: semaphore of 500, contiguous commits per partition."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"slow-baseline-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **GROUP_CONFIG,
+        }
+    )
+    consumer.subscribe([source])
+    sem = asyncio.Semaphore(500)
+    pending: dict[int, deque[int]] = {p: deque() for p in range(partitions)}
+    finished: dict[int, set[int]] = {p: set() for p in range(partitions)}
+    done = 0
+    started = None
+
+    async def handle(partition: int, offset: int) -> None:
+        nonlocal done
+        await asyncio.sleep(0.5)
+        finished[partition].add(offset)
+        queue = pending[partition]
+        advanced = None
+        while queue and queue[0] in finished[partition]:
+            advanced = queue.popleft()
+        if advanced is not None:
+            consumer.commit(
+                offsets=[TopicPartition(source, partition, advanced + 1)], asynchronous=True
+            )
+        done += 1
+        sem.release()
+
+    tasks = set()
+    while done < count:
+        msg = consumer.poll(0)
+        if msg is None:
+            await asyncio.sleep(0.005)
+            continue
+        started = started or time.perf_counter()
+        await sem.acquire()
+        pending[msg.partition()].append(msg.offset())
+        task = asyncio.ensure_future(handle(msg.partition(), msg.offset()))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return count / elapsed
+
+
+# -- (b) mesh ----------------------------------------------------------------------------
+
+
+def mesh_rate(
+    settings: Settings, schemas: Path, count: int, *, slow: bool, concurrency: int
+) -> float:
+    app = Mesh(f"bench-{uuid.uuid4().hex[:8]}", settings=settings, schemas_dir=schemas)
+    marks: list[float] = []
+
+    if slow:
+
+        @app.agent("pricer", consumes=Order, concurrency=concurrency)
+        async def slow_pricer(event: Order, ctx: Context) -> None:
+            marks.append(time.perf_counter()) if not marks else None
+            await asyncio.sleep(0.5)
+
+    else:
+
+        @app.agent("pricer", consumes=Order, concurrency=concurrency)
+        async def pricer(event: Order, ctx: Context) -> Priced:
+            marks.append(time.perf_counter()) if not marks else None
+            return Priced(
+                order_id=event.order_id,
+                customer=event.customer,
+                amount_cents=event.amount_cents + 1,
+                note=event.note.upper(),
+                created_at=event.created_at,
+            )
+
+    group = app.group_id("pricer")
+    partitions = settings.topics.partitions
+
+    async def main() -> float:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(app.serve(stop=stop, consumer_config=GROUP_CONFIG))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.05)
+            total = await loop.run_in_executor(
+                None, committed_total, settings.bootstrap_servers, group, Order.topic(), partitions
+            )
+            if total >= count:
+                break
+            if serving.done():
+                serving.result()
+        ended = time.perf_counter()
+        stop.set()
+        await serving
+        return count / (ended - marks[0])
+
+    return asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--slow-events", type=int, default=6_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
+    broker = start_broker(port=free_port(), log_dir=workdir)
+    registry = start_registry(bootstrap_servers=broker.url, port=free_port(), log_dir=workdir)
+    schemas = workdir / "schemas"
+    generate_schemas([Order, Priced], schemas)
+    try:
+        os.environ.pop("MESH_CONFIG", None)
+        print(f"scenario 1: {args.events} events, {args.partitions} partitions")
+        fill(broker.url, registry.url, Order.topic(), args.events, args.partitions)
+        base = baseline_pipeline(
+            broker.url, registry.url, Order.topic(), "bench.baseline-out", args.events
+        )
+        print(f"  (a) hand-written loop: {base:10,.0f} events/s")
+        settings = Settings(
+            bootstrap_servers=broker.url,
+            registry_url=registry.url,
+            topics={"partitions": args.partitions},
+        )
+        ours = mesh_rate(settings, schemas, args.events, slow=False, concurrency=1000)
+        print(f"  (b) mesh agent:        {ours:10,.0f} events/s")
+        print(f"  ratio b/a: {ours / base:.2f} (target >= 0.90)")
+
+        print(f"scenario 2: {args.slow_events} events, handlers await 500 ms")
+        slow_topic = f"bench.slow-{uuid.uuid4().hex[:6]}"
+        Order.__mesh_topic__ = slow_topic  # same model, fresh topic
+        fill(broker.url, registry.url, slow_topic, args.slow_events, args.partitions)
+        base_slow = asyncio.run(
+            baseline_slow(broker.url, slow_topic, args.slow_events, args.partitions)
+        )
+        print(f"  (a) asyncio + semaphore(500): {base_slow:8,.0f} events/s")
+        ours_slow = mesh_rate(settings, schemas, args.slow_events, slow=True, concurrency=1000)
+        print(f"  (b) mesh agent:               {ours_slow:8,.0f} events/s")
+        print(f"  ratio b/a: {ours_slow / base_slow:.2f}; target >= 1,000 events/s")
+    finally:
+        registry.stop()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""``Mesh``: declare agents with a decorator, run them, publish from anywhere.
+
+Nothing connects to Kafka or the registry at import or decoration time; resources are
+built on first use (``publish``) or when the app starts serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from mesh.config import Settings, load_settings, parse_duration
+from mesh.envelope import Envelope
+from mesh.errors import ConfigError
+from mesh.event import Event
+from mesh.runtime.dead_letter import dead_letter_topic
+from mesh.runtime.publisher import Publisher
+from mesh.runtime.worker import AgentWorker, WorkerOptions
+from mesh.schema import verify_schema
+from mesh.serde import Serde
+from mesh.topics import TopicSpec, ensure_topics, existing_topics
+
+__all__ = ["AgentSpec", "Mesh"]
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.005
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent as declared: what it consumes and emits, and its decorator overrides."""
+
+    name: str
+    handler: Callable[..., Any]
+    consumes: tuple[type[Event], ...]
+    emits: tuple[type[Event], ...]
+    concurrency: int | None = None
+    timeout_s: float | None = None
+    group_id: str | None = None
+
+
+class Mesh:
+    """An application: a named set of agents sharing settings, a producer and a registry.
+
+    ::
+
+        app = Mesh("research")
+
+        @app.agent("planner", consumes=TaskCreated)
+        async def planner(event: TaskCreated, ctx: Context) -> PlanReady | None: ...
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: Settings | None = None,
+        schemas_dir: str | Path = "schemas",
+    ) -> None:
+        self.name = name
+        self.schemas_dir = Path(schemas_dir)
+        self._settings = settings
+        self._agents: dict[str, AgentSpec] = {}
+        self._publisher: Publisher | None = None
+        self._serde: Serde | None = None
+
+    # -- declaration -----------------------------------------------------------------
+
+    def agent(
+        self,
+        name: str | None = None,
+        *,
+        consumes: type[Event] | Sequence[type[Event]],
+        emits: type[Event] | Sequence[type[Event]] = (),
+        concurrency: int | None = None,
+        timeout: str | float | None = None,
+        group_id: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a handler as an agent.
+
+        The handler takes ``(event)`` or ``(event, ctx)``, may be sync (run in a thread
+        pool) or async, and may return an event, a list of events or ``None``. Emitted
+        types are read from its return annotation, plus *emits*. Options given here win
+        over ``[agents.NAME]`` in ``mesh.toml``.
+        """
+        consumed = _as_tuple(consumes)
+        for event_type in consumed:
+            _require_event_type(event_type, "consumes")
+
+        def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+            agent_name = name or handler.__name__
+            if agent_name in self._agents:
+                raise ConfigError(f"app {self.name!r} already has an agent named {agent_name!r}")
+            self._agents[agent_name] = AgentSpec(
+                name=agent_name,
+                handler=handler,
+                consumes=consumed,
+                emits=tuple(dict.fromkeys(_as_tuple(emits) + _returned_event_types(handler))),
+                concurrency=concurrency,
+                timeout_s=None if timeout is None else parse_duration(timeout),
+                group_id=group_id,
+            )
+            return handler
+
+        return register
+
+    @property
+    def agents(self) -> dict[str, AgentSpec]:
+        return dict(self._agents)
+
+    @property
+    def event_types(self) -> dict[str, type[Event]]:
+        """Every event type the agents consume or emit, by event type name."""
+        found: dict[str, type[Event]] = {}
+        for spec in self._agents.values():
+            for event_type in spec.consumes + spec.emits:
+                found[event_type.event_type()] = event_type
+        return found
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    def group_id(self, agent: str) -> str:
+        spec = self._agents[agent]
+        return spec.group_id or self.settings.agent(agent).group_id or f"{self.name}.{agent}"
+
+    # -- publishing ------------------------------------------------------------------
+
+    def publish(self, event: Event, *, correlation_id: str | None = None) -> Envelope:
+        """Publish *event* as the start of a chain and wait for the broker's acknowledgement."""
+        envelope = Envelope.new_chain(
+            event.event_type(), produced_by=self.name, correlation_id=correlation_id
+        )
+        self._get_publisher().publish(event, envelope)
+        return envelope
+
+    async def apublish(self, event: Event, *, correlation_id: str | None = None) -> Envelope:
+        """Like :meth:`publish`, without blocking the event loop."""
+        envelope = Envelope.new_chain(
+            event.event_type(), produced_by=self.name, correlation_id=correlation_id
+        )
+        await self._get_publisher().apublish(event, envelope)
+        return envelope
+
+    def _get_serde(self) -> Serde:
+        if self._serde is None:
+            self._serde = Serde(SchemaRegistryClient(self.settings.registry_config()))
+        return self._serde
+
+    def _get_publisher(self) -> Publisher:
+        if self._publisher is None:
+            self._publisher = Publisher(self.settings, self._get_serde())
+        return self._publisher
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush what is still queued for sending."""
+        if self._publisher is not None:
+            self._publisher.flush(timeout_s)
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self, agents: Sequence[str] | None = None) -> None:
+        """Run the agents (all by default) until SIGTERM or SIGINT; blocking."""
+        asyncio.run(self.serve(agents, handle_signals=True))
+
+    async def serve(
+        self,
+        agents: Sequence[str] | None = None,
+        *,
+        stop: asyncio.Event | None = None,
+        handle_signals: bool = False,
+        consumer_config: dict[str, Any] | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Run the agents until *stop* is set (or a signal arrives when *handle_signals*)."""
+        specs = self._select(agents)
+        self.prepare(specs)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        publisher = self._get_publisher()
+        concurrency = max(self._options(spec, None).concurrency for spec in specs)
+        executor = ThreadPoolExecutor(max_workers=min(64, concurrency), thread_name_prefix="mesh")
+        workers = [
+            AgentWorker(
+                self._options(spec, consumer_config),
+                kafka_config=self.settings.kafka_config(),
+                publisher=publisher,
+                serde=self._get_serde(),
+                executor=executor,
+            )
+            for spec in specs
+        ]
+        for worker in workers:
+            worker.start()
+        log.info("app %s: running %s", self.name, ", ".join(spec.name for spec in specs))
+        if ready is not None:
+            ready()
+        try:
+            while not stop.is_set() and not any(w.stopping for w in workers):
+                for worker in workers:
+                    worker.flush_offsets()
+                await asyncio.sleep(_TICK_S)
+        finally:
+            await asyncio.gather(*(worker.stop() for worker in workers))
+            publisher.flush()
+            executor.shutdown(wait=False, cancel_futures=True)
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        failed = [w.failed for w in workers if w.failed is not None]
+        if failed:
+            raise failed[0]
+
+    def prepare(self, specs: Iterable[AgentSpec] | None = None) -> None:
+        """Check schemas against ``schemas/`` and create the topics the agents need."""
+        specs = list(self._agents.values() if specs is None else specs)
+        types_needed = {t for spec in specs for t in spec.consumes + spec.emits}
+        for event_type in sorted(types_needed, key=lambda t: t.event_type()):
+            verify_schema(event_type, self.schemas_dir)
+        topics = self.settings.topics
+        config = {} if topics.retention_ms is None else {"retention.ms": str(topics.retention_ms)}
+        wanted = {
+            t.topic(): TopicSpec(t.topic(), topics.partitions, topics.replication_factor, config)
+            for t in types_needed
+        }
+        admin = AdminClient(self.settings.kafka_config())
+        ensure_topics(admin, wanted.values())
+        sizes = existing_topics(admin)
+        dead_letters = [
+            TopicSpec(
+                dead_letter_topic(t.topic(), self.group_id(spec.name)),
+                sizes.get(t.topic(), topics.partitions),
+                topics.replication_factor,
+            )
+            for spec in specs
+            for t in spec.consumes
+        ]
+        ensure_topics(admin, dead_letters)
+
+    def _select(self, agents: Sequence[str] | None) -> list[AgentSpec]:
+        if not self._agents:
+            raise ConfigError(f"app {self.name!r} has no agents")
+        if not agents:
+            return list(self._agents.values())
+        unknown = [a for a in agents if a not in self._agents]
+        if unknown:
+            raise ConfigError(
+                f"app {self.name!r} has no agent {', '.join(map(repr, unknown))}; "
+                f"its agents are: {', '.join(self._agents)}"
+            )
+        return [self._agents[a] for a in agents]
+
+    def _options(self, spec: AgentSpec, consumer_config: dict[str, Any] | None) -> WorkerOptions:
+        configured = self.settings.agent(spec.name)
+        topics: dict[str, tuple[type[Event], ...]] = {}
+        for event_type in spec.consumes:
+            topics[event_type.topic()] = (*topics.get(event_type.topic(), ()), event_type)
+        return WorkerOptions(
+            agent=spec.name,
+            group_id=self.group_id(spec.name),
+            topics=topics,
+            handler=_with_context(spec.handler),
+            is_async=inspect.iscoroutinefunction(spec.handler),
+            concurrency=spec.concurrency or configured.concurrency,
+            timeout_s=spec.timeout_s if spec.timeout_s is not None else configured.timeout,
+            consumer_config=consumer_config,
+        )
+
+
+def _as_tuple(value: type[Event] | Sequence[type[Event]]) -> tuple[type[Event], ...]:
+    return (value,) if isinstance(value, type) else tuple(value)
+
+
+def _require_event_type(value: object, where: str) -> None:
+    if not (isinstance(value, type) and issubclass(value, Event)):
+        raise ConfigError(f"{where}={value!r} is not an event type (a subclass of mesh.Event)")
+
+
+def _returned_event_types(handler: Callable[..., Any]) -> tuple[type[Event], ...]:
+    """Event types named in the handler's return annotation (``A | list[B] | None``)."""
+    try:
+        hint = typing.get_type_hints(handler).get("return")
+    except Exception:  # unresolvable forward references: rely on ``emits=``
+        return ()
+    found: list[type[Event]] = []
+
+    def walk(tp: Any) -> None:
+        if isinstance(tp, type) and issubclass(tp, Event):
+            found.append(tp)
+        elif isinstance(tp, types.UnionType) or typing.get_origin(tp) is not None:
+            for arg in typing.get_args(tp):
+                walk(arg)
+
+    walk(hint)
+    return tuple(found)
+
+
+def _with_context(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Handlers may omit the ``ctx`` parameter."""
+    params = [
+        p
+        for p in inspect.signature(handler).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(params) >= 2:
+        return handler
+    if inspect.iscoroutinefunction(handler):
+
+        async def without_ctx_async(event: Event, _ctx: Any) -> Any:
+            return await handler(event)
+
+        return without_ctx_async
+
+    def without_ctx(event: Event, _ctx: Any) -> Any:
+        return handler(event)
+
+    return without_ctx

@@ -1,0 +1,138 @@
+"""Producing events: serialise, set the envelope headers and key, hand to librdkafka."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
+
+from mesh.config import Settings
+from mesh.envelope import Envelope
+from mesh.event import Event
+from mesh.serde import Serde
+from mesh.topics import TopicSpec, ensure_topics
+
+__all__ = ["DeliveryCallback", "PublishError", "Publisher"]
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+#: Durable by default: no acknowledged event may be lost, and retries never reorder or
+#: duplicate within a partition.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "compression.type": "none",
+}
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge an event."""
+
+
+class Publisher:
+    """One idempotent producer per process, shared by every agent and by ``Mesh.publish``."""
+
+    def __init__(self, settings: Settings, serde: Serde) -> None:
+        self._settings = settings
+        self._serde = serde
+        self._producer = Producer(settings.kafka_config(**PRODUCER_DEFAULTS))
+        self._admin: AdminClient | None = None
+        self._topics_ready: set[str] = set()
+        self._lock = threading.Lock()
+
+    def ensure_topics(self, event_types: Iterable[type[Event]]) -> None:
+        """Create the topics of *event_types* that do not exist yet (once per process)."""
+        specs = [
+            self._settings_topic(t.topic())
+            for t in event_types
+            if t.topic() not in self._topics_ready
+        ]
+        if not specs:
+            return
+        with self._lock:
+            if self._admin is None:
+                self._admin = AdminClient(self._settings.kafka_config())
+            ensure_topics(self._admin, specs)
+            self._topics_ready.update(spec.name for spec in specs)
+
+    def _settings_topic(self, name: str) -> TopicSpec:
+        defaults = self._settings.topics
+        config = (
+            {} if defaults.retention_ms is None else {"retention.ms": str(defaults.retention_ms)}
+        )
+        return TopicSpec(name, defaults.partitions, defaults.replication_factor, config)
+
+    def send(
+        self,
+        event: Event,
+        envelope: Envelope,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Queue *event*; *on_delivery* fires from :meth:`poll` once the broker answers."""
+        event_type = type(event)
+        topic = event_type.topic()
+        if topic not in self._topics_ready:
+            self.ensure_topics([event_type])
+        value = self._serde.encode(event, topic)
+        key = event_type.key_of(event)
+        if key is None:
+            key = envelope.event_id.encode()
+        self.send_raw(topic, value, key, envelope.to_headers(), on_delivery=on_delivery)
+
+    def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Queue already-encoded bytes (dead letters and retries forward records byte for byte)."""
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self._producer.poll(0.05)
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Serve delivery callbacks."""
+        return self._producer.poll(timeout_s)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for every queued event; return how many are still undelivered."""
+        return self._producer.flush(timeout_s)
+
+    def publish(self, event: Event, envelope: Envelope, *, timeout_s: float = 30.0) -> Message:
+        """Send one event and block until the broker acknowledged it."""
+        result: list[tuple[KafkaError | None, Message]] = []
+        self.send(event, envelope, on_delivery=lambda err, msg: result.append((err, msg)))
+        self.flush(timeout_s)
+        return _delivered(result)
+
+    async def apublish(self, event: Event, envelope: Envelope) -> Message:
+        """Send one event and wait (without blocking the loop) for its acknowledgement."""
+        result: list[tuple[KafkaError | None, Message]] = []
+        self.send(event, envelope, on_delivery=lambda err, msg: result.append((err, msg)))
+        # Serve callbacks on this thread: every delivery callback of a process runs on
+        # the event loop, so the runtime's bookkeeping needs no locks.
+        while not result:
+            self._producer.poll(0)
+            await asyncio.sleep(0.002)
+        return _delivered(result)
+
+
+def _delivered(result: list[tuple[KafkaError | None, Message]]) -> Message:
+    if not result:
+        raise PublishError("the broker did not acknowledge the event in time")
+    err, msg = result[0]
+    if err is not None:
+        raise PublishError(f"the broker refused the event: {err.str()}")
+    return msg

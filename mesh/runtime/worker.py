@@ -1,0 +1,475 @@
+"""The poll loop of one agent: consumer -> serde -> handler -> producer -> commit.
+
+Threads: a poll thread owns the consumer (so ``max.poll.interval.ms`` never expires,
+however slow the handlers) and runs the rebalance callbacks; everything else
+(handlers, delivery callbacks, offset bookkeeping) runs on the asyncio loop, so the
+bookkeeping needs no locks. Batches cross from the poll thread to the loop with one
+``call_soon_threadsafe`` each; offsets to store and pause/resume requests cross the
+other way through a deque the poll thread applies between polls. The consumer is
+only ever called from one thread at a time: calling ``store_offsets`` from the loop
+while the poll thread sat in ``poll`` deadlocked on the GIL.
+
+Guarantees:
+
+* an input offset is stored for commit only once its handler finished and every
+  event it emitted was acknowledged (acks=all), and never past an unfinished event
+  of the same partition (:class:`~mesh.runtime.offsets.PartitionOffsets`);
+* events with the same key are handled one after the other, in offset order; other
+  keys of the same partition run concurrently, up to ``concurrency`` events;
+* when ``concurrency`` events are buffered, the partitions are paused, so memory
+  stays bounded while the poll loop keeps polling;
+* on revoke and on shutdown, new events stop, in-flight ones get ``drain_timeout_s``
+  to finish, the finished prefix is committed, then the partitions are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from mesh.envelope import Envelope
+from mesh.errors import DeserializationError
+from mesh.event import Event
+from mesh.runtime.context import Context
+from mesh.runtime.dead_letter import ErrorKind, dead_letter_headers, dead_letter_topic
+from mesh.runtime.offsets import PartitionOffsets
+from mesh.runtime.publisher import Publisher
+from mesh.serde import Serde
+
+__all__ = ["AgentWorker", "WorkerOptions"]
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+#: Consumer settings the runtime relies on; user properties cannot override them.
+CONSUMER_REQUIRED: dict[str, Any] = {
+    "enable.auto.commit": True,  # commits what we *store*, every auto.commit.interval.ms
+    "enable.auto.offset.store": False,  # we store only the finished contiguous prefix
+    "partition.assignment.strategy": "cooperative-sticky",
+}
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "auto.commit.interval.ms": 1000,
+    "fetch.wait.max.ms": 100,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How one agent consumes; built from settings and decorator arguments."""
+
+    agent: str
+    group_id: str
+    topics: dict[str, tuple[type[Event], ...]]
+    handler: Callable[..., Any]
+    is_async: bool
+    concurrency: int
+    timeout_s: float | None
+    drain_timeout_s: float = 30.0
+    batch_size: int = 500
+    consumer_config: dict[str, Any] | None = None
+
+
+class _Partition:
+    """Bookkeeping of one assigned partition; dropped (and marked revoked) when released."""
+
+    __slots__ = ("closing", "offsets", "revoked", "unacked")
+
+    def __init__(self) -> None:
+        self.offsets = PartitionOffsets()
+        self.unacked = 0  # started and not yet finished (handler or deliveries pending)
+        self.closing = False  # being released: start nothing new
+        self.revoked = False  # released: late completions are ignored
+
+
+class _Job:
+    """One input record on its way through the handler and the producer."""
+
+    __slots__ = ("msg", "part", "pending")
+
+    def __init__(self, msg: Message, part: _Partition) -> None:
+        self.msg = msg
+        self.part = part
+        self.pending = 0  # deliveries still awaited
+
+
+class AgentWorker:
+    """Consumes the topics of one agent in one consumer group."""
+
+    def __init__(
+        self,
+        options: WorkerOptions,
+        *,
+        kafka_config: dict[str, Any],
+        publisher: Publisher,
+        serde: Serde,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self.options = options
+        self._publisher = publisher
+        self._serde = serde
+        self._executor = executor
+        self._consumer = Consumer(
+            {
+                **CONSUMER_DEFAULTS,
+                **kafka_config,
+                **(options.consumer_config or {}),
+                **CONSUMER_REQUIRED,
+                "group.id": options.group_id,
+            }
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._parts: dict[TP, _Partition] = {}
+        self._lanes: dict[tuple[str, bytes], deque[_Job]] = {}
+        self._buffered = 0
+        self._paused = False
+        self._dirty: set[TP] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._stopping = threading.Event()
+        self._closed = False
+        self._poll_thread: threading.Thread | None = None
+        self._outbox: deque[Callable[[Consumer], object]] = deque()
+        self._fatal: BaseException | None = None
+        #: Set once the group gave this worker its first partitions.
+        self.assigned = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe and start polling; the calling loop runs the handlers."""
+        self._loop = asyncio.get_running_loop()
+        self._consumer.subscribe(
+            list(self.options.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        self._poll_thread = threading.Thread(
+            target=self._poll_forever, name=f"mesh-poll-{self.options.agent}", daemon=True
+        )
+        self._poll_thread.start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def failed(self) -> BaseException | None:
+        """A delivery the broker refused: the worker stops without committing past it."""
+        return self._fatal
+
+    async def stop(self) -> None:
+        """Stop taking events, let in-flight ones finish (bounded), commit, leave the group."""
+        self._stopping.set()
+        loop = asyncio.get_running_loop()
+        if self._poll_thread is not None:
+            await loop.run_in_executor(None, self._poll_thread.join)
+        await self._drain(set(self._parts))
+        self._closed = True
+        await loop.run_in_executor(None, self._commit_and_close)
+
+    def _commit_and_close(self) -> None:
+        self._apply_outbox()
+        with contextlib.suppress(KafkaException):  # nothing stored since the last commit
+            self._consumer.commit(asynchronous=False)
+        self._consumer.close()
+
+    # -- poll thread -----------------------------------------------------------------
+
+    def _poll_forever(self) -> None:
+        consumer, batch_size = self._consumer, self.options.batch_size
+        loop = self._loop
+        assert loop is not None
+        while not self._stopping.is_set():
+            self._apply_outbox()
+            try:
+                first = consumer.poll(0.05)
+                if first is None:
+                    continue
+                batch = [first, *consumer.consume(batch_size - 1, timeout=0)]
+            except KafkaException as exc:
+                log.error("agent %s: poll failed: %s", self.options.agent, exc)
+                continue
+            loop.call_soon_threadsafe(self._accept, batch)
+
+    def _apply_outbox(self) -> None:
+        """Run the consumer calls the loop asked for (store offsets, pause, resume)."""
+        while self._outbox:
+            call = self._outbox.popleft()
+            try:
+                call(self._consumer)
+            except KafkaException as exc:  # e.g. a partition revoked meanwhile
+                log.debug("agent %s: %s", self.options.agent, exc)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        loop = self._loop
+        assert loop is not None
+        tps = [(p.topic, p.partition) for p in partitions]
+        asyncio.run_coroutine_threadsafe(self._assign(tps), loop).result()
+        if self._paused:
+            consumer.pause(partitions)
+        self.assigned.set()
+        log.info("agent %s: assigned %s", self.options.agent, sorted(tps))
+
+    async def _assign(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self._parts[tp] = _Partition()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._closed:
+            return
+        loop = self._loop
+        assert loop is not None
+        tps = {(p.topic, p.partition) for p in partitions}
+        future = asyncio.run_coroutine_threadsafe(self._drain(tps), loop)
+        future.result(self.options.drain_timeout_s + 5)
+        self._apply_outbox()
+        with contextlib.suppress(KafkaException):
+            consumer.commit(asynchronous=False)
+        log.info("agent %s: released %s", self.options.agent, sorted(tps))
+
+    # -- loop thread -----------------------------------------------------------------
+
+    def _accept(self, batch: Sequence[Message]) -> None:
+        for msg in batch:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("agent %s: consumer error: %s", self.options.agent, error)
+                continue
+            part = self._parts.get((msg.topic(), msg.partition()))
+            if part is None or part.closing:
+                continue  # released while in transit: the next owner reads it again
+            part.offsets.add(msg.offset())
+            self._buffered += 1
+            job = _Job(msg, part)
+            key = msg.key()
+            if key is not None:
+                lane_key = (msg.topic(), key)
+                lane = self._lanes.get(lane_key)
+                if lane is not None:
+                    lane.append(job)
+                    continue
+                self._lanes[lane_key] = deque()
+            self._start(job)
+        if not self._paused and self._buffered >= self.options.concurrency:
+            self._set_paused(True)
+        self.flush_offsets()
+
+    def _start(self, job: _Job) -> None:
+        job.part.unacked += 1
+        task = asyncio.ensure_future(self._handle(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Not the handler (its errors are dead-lettered) but mesh or the registry
+            # failing around it: leave the offset unfinished and stop, so a restart
+            # consumes the record again.
+            self._fail(task.exception())
+
+    def _fail(self, error: BaseException | None) -> None:
+        if self._fatal is None and error is not None:
+            self._fatal = error
+            log.error("agent %s: stopping: %r", self.options.agent, error, exc_info=error)
+            self._stopping.set()
+
+    async def _handle(self, job: _Job) -> None:
+        msg = job.msg
+        options = self.options
+        try:
+            event = self._decode(msg)
+        except DeserializationError as exc:
+            self._release_lane(job)
+            self._dead_letter(job, ErrorKind.DESERIALIZATION, exc)
+            return
+        headers = msg.headers()
+        envelope = Envelope.from_headers(headers)
+        ctx = Context(
+            agent=options.agent,
+            envelope=envelope,
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=msg.key(),
+            raw_headers=headers,
+        )
+        try:
+            result = await self._invoke(event, ctx)
+        except TimeoutError as exc:
+            ctx._finish()
+            self._release_lane(job)
+            self._dead_letter(job, ErrorKind.TIMEOUT, exc)
+            return
+        except Exception as exc:
+            ctx._finish()
+            self._release_lane(job)
+            log.warning("agent %s: handler failed on %s: %r", options.agent, ctx.event_id, exc)
+            self._dead_letter(job, ErrorKind.HANDLER, exc)
+            return
+        emits = ctx._finish()
+        if result is not None:
+            emits.extend(result if isinstance(result, list | tuple) else [result])
+        self._release_lane(job)
+        if not emits:
+            self._finish(job)
+            return
+        job.pending = len(emits)
+        on_delivery = functools.partial(self._delivered, job)
+        for out in emits:
+            self._publisher.send(
+                out, envelope.child(out.event_type(), options.agent), on_delivery=on_delivery
+            )
+
+    def _decode(self, msg: Message) -> Event:
+        models = self.options.topics[msg.topic()]
+        model = models[0]
+        if len(models) > 1:
+            wanted = Envelope.event_type_of(msg.headers())
+            model = next((m for m in models if m.event_type() == wanted), model)
+        value = msg.value()
+        if value is None:
+            raise DeserializationError("record has no value (tombstone)")
+        return self._serde.decode(value, model)
+
+    async def _invoke(self, event: Event, ctx: Context) -> Any:
+        options = self.options
+        if options.is_async:
+            if options.timeout_s is None:
+                return await options.handler(event, ctx)
+            async with asyncio.timeout(options.timeout_s):
+                return await options.handler(event, ctx)
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._executor, options.handler, event, ctx)
+        return await asyncio.wait_for(call, options.timeout_s)
+
+    def _dead_letter(self, job: _Job, kind: ErrorKind, error: BaseException) -> None:
+        msg = job.msg
+        options = self.options
+        headers = dead_letter_headers(
+            msg, kind=kind, error=error, agent=options.agent, group_id=options.group_id, attempts=1
+        )
+        job.pending = 1
+        self._publisher.send_raw(
+            dead_letter_topic(msg.topic(), options.group_id),
+            msg.value(),
+            msg.key(),
+            headers,
+            on_delivery=functools.partial(self._delivered, job),
+        )
+
+    def _delivered(self, job: _Job, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            # librdkafka already retried for delivery.timeout.ms. Committing now would
+            # lose the event, so its offset stays unfinished and the worker stops: the
+            # record is consumed again after a restart.
+            self._fail(KafkaException(err))
+            return
+        job.pending -= 1
+        if job.pending == 0:
+            self._finish(job)
+
+    def _release_lane(self, job: _Job) -> None:
+        """The handler of *job* returned: start the next event of the same key, if any."""
+        key = job.msg.key()
+        if key is None:
+            return
+        lane_key = (job.msg.topic(), key)
+        lane = self._lanes.get(lane_key)
+        if lane is None:
+            return
+        while lane:
+            nxt = lane.popleft()
+            if not nxt.part.closing:
+                self._start(nxt)
+                return
+        del self._lanes[lane_key]
+
+    def _finish(self, job: _Job) -> None:
+        part = job.part
+        if part.revoked:
+            return  # finished after its partition was released; accounted for then
+        part.unacked -= 1
+        self._buffered -= 1
+        if part.offsets.complete(job.msg.offset()):
+            self._dirty.add((job.msg.topic(), job.msg.partition()))
+        if self._paused and self._buffered <= self.options.concurrency // 2:
+            self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        partitions = [
+            TopicPartition(t, p) for (t, p), part in self._parts.items() if not part.closing
+        ]
+        if partitions:
+            method = Consumer.pause if paused else Consumer.resume
+            self._outbox.append(functools.partial(_call, method, partitions))
+
+    def flush_offsets(self) -> None:
+        """Serve delivery callbacks, then store the committable offsets that moved.
+
+        librdkafka commits stored offsets every ``auto.commit.interval.ms`` and on revoke.
+        """
+        self._publisher.poll(0)
+        if not self._dirty:
+            return
+        stored = []
+        for tp in self._dirty:
+            part = self._parts.get(tp)
+            if part is not None and part.offsets.committable is not None:
+                stored.append(TopicPartition(tp[0], tp[1], part.offsets.committable))
+        self._dirty.clear()
+        if stored:
+            self._outbox.append(functools.partial(_store, stored))
+
+    async def _drain(self, tps: set[TP]) -> None:
+        """Stop *tps*, give their started events time to finish, store their offsets."""
+        parts = {tp: self._parts[tp] for tp in tps if tp in self._parts}
+        for part in parts.values():
+            part.closing = True
+        for lane in self._lanes.values():  # queued behind a key: never started, so dropped
+            if any(job.part.closing for job in lane):
+                kept = [job for job in lane if not job.part.closing]
+                lane.clear()
+                lane.extend(kept)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.drain_timeout_s
+        while self._fatal is None and any(part.unacked for part in parts.values()):
+            if loop.time() > deadline:
+                log.warning(
+                    "agent %s: %d events still in flight after %.0fs; they will be redelivered",
+                    self.options.agent,
+                    sum(part.unacked for part in parts.values()),
+                    self.options.drain_timeout_s,
+                )
+                break
+            self._publisher.poll(0)
+            await asyncio.sleep(0.005)
+        self._dirty |= set(parts)
+        self.flush_offsets()
+        for tp, part in parts.items():
+            part.revoked = True
+            self._buffered -= len(part.offsets)
+            del self._parts[tp]
+
+
+def _call(
+    method: Callable[[Consumer, list[TopicPartition]], None],
+    partitions: list[TopicPartition],
+    consumer: Consumer,
+) -> None:
+    method(consumer, partitions)
+
+
+def _store(offsets: list[TopicPartition], consumer: Consumer) -> None:
+    consumer.store_offsets(offsets=offsets)
