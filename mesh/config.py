@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     registry_url: str = "http://127.0.0.1:8081"
     #: ``"user:password"`` for registry basic auth.
     registry_auth: SecretStr | None = None
+    #: Registry subject naming: ``topic_name`` ({topic}-value), ``record_name`` or
+    #: ``topic_record_name`` (needed when several event types share a topic).
+    subject_strategy: Literal["topic_name", "record_name", "topic_record_name"] = "topic_name"
     topics: TopicDefaults = Field(default_factory=TopicDefaults)
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
 

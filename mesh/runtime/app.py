@@ -160,7 +160,10 @@ class Mesh:
 
     def _get_serde(self) -> Serde:
         if self._serde is None:
-            self._serde = Serde(SchemaRegistryClient(self.settings.registry_config()))
+            self._serde = Serde(
+                SchemaRegistryClient(self.settings.registry_config()),
+                subject_strategy=self.settings.subject_strategy,
+            )
         return self._serde
 
     def _get_publisher(self) -> Publisher:
@@ -255,6 +258,12 @@ class Mesh:
             for t in spec.consumes
         ]
         ensure_topics(admin, dead_letters)
+        # Register what the agents write now: an incompatible schema or an unreachable
+        # registry fails the start, not the first emit.
+        serde = self._get_serde()
+        for spec in specs:
+            for event_type in spec.emits:
+                serde.register(event_type, event_type.topic())
 
     def _select(self, agents: Sequence[str] | None) -> list[AgentSpec]:
         if not self._agents:

@@ -26,6 +26,7 @@ class ErrorKind(StrEnum):
     HANDLER = "handler"
     TIMEOUT = "timeout"
     DESERIALIZATION = "deserialization"
+    SERIALIZATION = "serialization"  # the handler returned an event that cannot be encoded
 
 
 def dead_letter_topic(source_topic: str, group_id: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
@@ -28,6 +28,15 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 5,
     "compression.type": "none",
 }
+
+
+class Record(NamedTuple):
+    """An encoded record, ready for the producer."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
 
 
 class PublishError(Exception):
@@ -67,6 +76,17 @@ class Publisher:
         )
         return TopicSpec(name, defaults.partitions, defaults.replication_factor, config)
 
+    def encode(self, event: Event, envelope: Envelope) -> Record:
+        """The Kafka record of *event*: raises ``SerializationError`` before anything is sent."""
+        event_type = type(event)
+        topic = event_type.topic()
+        if topic not in self._topics_ready:
+            self.ensure_topics([event_type])
+        key = event_type.key_of(event)
+        if key is None:
+            key = envelope.event_id.encode()
+        return Record(topic, self._serde.encode(event, topic), key, envelope.to_headers())
+
     def send(
         self,
         event: Event,
@@ -75,15 +95,7 @@ class Publisher:
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Queue *event*; *on_delivery* fires from :meth:`poll` once the broker answers."""
-        event_type = type(event)
-        topic = event_type.topic()
-        if topic not in self._topics_ready:
-            self.ensure_topics([event_type])
-        value = self._serde.encode(event, topic)
-        key = event_type.key_of(event)
-        if key is None:
-            key = envelope.event_id.encode()
-        self.send_raw(topic, value, key, envelope.to_headers(), on_delivery=on_delivery)
+        self.send_raw(*self.encode(event, envelope), on_delivery=on_delivery)
 
     def send_raw(
         self,

@@ -37,8 +37,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from mesh.envelope import Envelope
-from mesh.errors import DeserializationError
+from mesh.envelope import EVENT_ID, Envelope, record_event_id
+from mesh.errors import DeserializationError, SerializationError
 from mesh.event import Event
 from mesh.runtime.context import Context
 from mesh.runtime.dead_letter import ErrorKind, dead_letter_headers, dead_letter_topic
@@ -294,7 +294,10 @@ class AgentWorker:
             self._dead_letter(job, ErrorKind.DESERIALIZATION, exc)
             return
         headers = msg.headers()
-        envelope = Envelope.from_headers(headers)
+        fallback_id = None
+        if not headers or all(name != EVENT_ID for name, _ in headers):  # a foreign record
+            fallback_id = record_event_id(msg.topic(), msg.partition(), msg.offset())
+        envelope = Envelope.from_headers(headers, fallback_event_id=fallback_id)
         ctx = Context(
             agent=options.agent,
             envelope=envelope,
@@ -324,12 +327,18 @@ class AgentWorker:
         if not emits:
             self._finish(job)
             return
-        job.pending = len(emits)
+        try:  # encode everything first: all of the outputs are sent, or none
+            records = [
+                self._publisher.encode(out, envelope.child(out.event_type(), options.agent))
+                for out in emits
+            ]
+        except SerializationError as exc:
+            self._dead_letter(job, ErrorKind.SERIALIZATION, exc)
+            return
+        job.pending = len(records)
         on_delivery = functools.partial(self._delivered, job)
-        for out in emits:
-            self._publisher.send(
-                out, envelope.child(out.event_type(), options.agent), on_delivery=on_delivery
-            )
+        for record in records:
+            self._publisher.send_raw(*record, on_delivery=on_delivery)
 
     def _decode(self, msg: Message) -> Event:
         models = self.options.topics[msg.topic()]
@@ -337,10 +346,7 @@ class AgentWorker:
         if len(models) > 1:
             wanted = Envelope.event_type_of(msg.headers())
             model = next((m for m in models if m.event_type() == wanted), model)
-        value = msg.value()
-        if value is None:
-            raise DeserializationError("record has no value (tombstone)")
-        return self._serde.decode(value, model)
+        return self._serde.decode(msg.value(), model)
 
     async def _invoke(self, event: Event, ctx: Context) -> Any:
         options = self.options

@@ -1,0 +1,181 @@
+"""Delivery guarantees under load and under faults, against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from mesh import Context, Event, Mesh, Settings
+from mesh.config import TopicDefaults
+from mesh.schema import generate_schemas
+from mesh.testing import FAST_GROUP_CONFIG, unique_name
+from tests.integration.conftest import read_topic, running
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_in_partition_concurrency_keeps_key_order_and_never_commits_past_unfinished(
+    make_app: Callable[..., Mesh], mesh_settings: Settings
+) -> None:
+    topic = unique_name("conc")
+
+    class Step(Event, topic=topic, key="entity", name="test.Step"):
+        entity: str
+        seq: int
+
+    settings = mesh_settings.model_copy(update={"topics": TopicDefaults(partitions=1)})
+    app = make_app(Step, settings=settings)
+    starts: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    ends: dict[str, list[float]] = defaultdict(list)
+    finished_at: dict[int, float] = {}
+    in_flight = 0
+    peak = 0
+
+    @app.agent("stepper", consumes=Step, concurrency=100)
+    async def stepper(event: Step, ctx: Context) -> None:
+        nonlocal in_flight, peak
+        starts[event.entity].append((event.seq, time.monotonic()))
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.2)
+        in_flight -= 1
+        ends[event.entity].append(time.monotonic())
+        finished_at[ctx.offset] = time.monotonic()
+
+    samples: list[tuple[float, int]] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        probe = Consumer(
+            {"bootstrap.servers": settings.bootstrap_servers, "group.id": app.group_id("stepper")}
+        )
+        try:
+            while not sampling.is_set():
+                [tp] = probe.committed([TopicPartition(topic, 0)], timeout=10)
+                samples.append((time.monotonic(), tp.offset))
+                time.sleep(0.05)
+        finally:
+            probe.close()
+
+    with running(app):
+        producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        for i in range(500):
+            event = Step(entity=f"e{i % 50}", seq=i // 50)
+            producer.produce(topic, app._get_serde().encode(event, topic), event.entity.encode())
+        producer.flush(10)
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        began = time.monotonic()
+        deadline = began + 60
+        while not samples or samples[-1][1] < 500:
+            assert time.monotonic() < deadline, f"committed {samples[-1:]} of 500"
+            time.sleep(0.1)
+        elapsed = time.monotonic() - began
+        sampling.set()
+        sampler.join()
+
+    assert len(finished_at) == 500
+    # Many events of the one partition were in flight together...
+    assert peak >= 40, peak
+    # ...10 sequential steps of 200 ms per key: well under the 100 s of a serial consumer.
+    assert elapsed < 20, elapsed
+    for entity, seen in starts.items():
+        assert [seq for seq, _ in seen] == list(range(10)), entity
+        for (_, started), prev_end in zip(seen[1:], ends[entity], strict=False):
+            assert started >= prev_end, f"{entity}: a step started before the previous ended"
+    assert len(samples) > 5
+    for when, committed in samples:
+        if committed > 0:
+            unfinished = [o for o in range(committed) if finished_at.get(o, float("inf")) > when]
+            assert not unfinished, f"committed {committed} while {unfinished[:5]} were unfinished"
+
+
+def test_kill_9_of_a_worker_loses_nothing(
+    mesh_settings: Settings, mesh_registry_url: str, tmp_path: Path
+) -> None:
+    prefix = unique_name("relay")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RELAY_PREFIX": prefix,
+        "RELAY_SCHEMAS": str(tmp_path / "schemas"),
+        "MESH_BOOTSTRAP_SERVERS": mesh_settings.bootstrap_servers,
+        "MESH_REGISTRY_URL": mesh_registry_url,
+        "MESH_TOPICS__PARTITIONS": "4",
+        "MESH_KAFKA": json.dumps(FAST_GROUP_CONFIG),
+    }
+    os.environ["RELAY_PREFIX"] = prefix
+    try:
+        sys.modules.pop("tests.integration.apps.relay", None)
+        from tests.integration.apps import relay
+    finally:
+        del os.environ["RELAY_PREFIX"]
+    generate_schemas([relay.Job, relay.JobDone], tmp_path / "schemas")
+
+    def worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mesh", "run", "tests.integration.apps.relay:app"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    workers = [worker(), worker()]
+    try:
+        time.sleep(2)  # both join the group before the stream starts
+        app = Mesh(
+            "feeder",
+            settings=mesh_settings.model_copy(update={"topics": TopicDefaults(partitions=4)}),
+        )
+        total = 5000
+        producer = Producer({"bootstrap.servers": mesh_settings.bootstrap_servers})
+        serde = app._get_serde()
+        for i in range(total):
+            job = relay.Job(job_id=f"job-{i}")
+            producer.produce(
+                relay.Job.topic(), serde.encode(job, relay.Job.topic()), job.job_id.encode()
+            )
+            if i == total // 5:
+                producer.flush(10)
+                read_topic(
+                    mesh_settings.bootstrap_servers, relay.JobDone.topic(), 200, partitions=4
+                )
+                workers[0].send_signal(signal.SIGKILL)  # mid-stream, no goodbye
+        producer.flush(10)
+        done = read_topic(
+            mesh_settings.bootstrap_servers,
+            relay.JobDone.topic(),
+            total,
+            partitions=4,
+            timeout_s=120,
+        )
+        handled = {serde.decode(m.value(), relay.JobDone).job_id for m in done}
+        while len(handled) < total:  # duplicates are allowed (at-least-once); gaps are not
+            more = read_topic(
+                mesh_settings.bootstrap_servers, relay.JobDone.topic(), len(done) + 500,
+                partitions=4, timeout_s=120,
+            )  # fmt: skip
+            handled = {serde.decode(m.value(), relay.JobDone).job_id for m in more}
+            done = more
+        assert handled == {f"job-{i}" for i in range(total)}
+        assert workers[0].wait(10) == -signal.SIGKILL
+        survivor = workers[1]
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(60) == 0
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
