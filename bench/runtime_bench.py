@@ -92,12 +92,8 @@ def fill(bootstrap: str, registry: str, topic: str, count: int, partitions: int)
     producer.flush()
 
 
-def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-    finally:
-        consumer.close()
+def committed_total(probe: Consumer, topic: str, partitions: int) -> int:
+    tps = probe.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     return sum(max(tp.offset, 0) for tp in tps)
 
 
@@ -243,16 +239,18 @@ def mesh_rate(
         stop = asyncio.Event()
         serving = asyncio.create_task(app.serve(stop=stop, consumer_config=GROUP_CONFIG))
         loop = asyncio.get_running_loop()
+        probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group})
         while True:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
             total = await loop.run_in_executor(
-                None, committed_total, settings.bootstrap_servers, group, Order.topic(), partitions
+                None, committed_total, probe, Order.topic(), partitions
             )
             if total >= count:
                 break
             if serving.done():
                 serving.result()
         ended = time.perf_counter()
+        probe.close()
         stop.set()
         await serving
         return count / (ended - marks[0])
@@ -265,6 +263,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--slow-events", type=int, default=6_000)
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=1000)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
@@ -285,7 +284,7 @@ def main() -> None:
             registry_url=registry.url,
             topics={"partitions": args.partitions},
         )
-        ours = mesh_rate(settings, schemas, args.events, slow=False, concurrency=1000)
+        ours = mesh_rate(settings, schemas, args.events, slow=False, concurrency=args.concurrency)
         print(f"  (b) mesh agent:        {ours:10,.0f} events/s")
         print(f"  ratio b/a: {ours / base:.2f} (target >= 0.90)")
 
