@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mesh.config import Settings
 from mesh.errors import BrokerError, DevStackError
 
 __all__ = [
@@ -324,6 +325,19 @@ class DevStack:
     def status(self) -> dict[str, tuple[ProcessRecord, bool]]:
         """Each recorded process and whether it is still running."""
         return {rec.name: (rec, rec.is_alive()) for rec in self._load()}
+
+    def settings(self, base: Settings) -> Settings:
+        """*base* pointed at this stack where it runs and *base* names no address itself.
+
+        An address set in ``mesh.toml`` or ``MESH_*`` wins: the stack only fills defaults.
+        """
+        running = {rec.name: rec.url for rec, alive in self.status().values() if alive}
+        update = {
+            field: running[name]
+            for field, name in (("bootstrap_servers", "broker"), ("registry_url", "registry"))
+            if name in running and field not in base.model_fields_set
+        }
+        return base.model_copy(update=update) if update else base
 
     def up(self, *, broker_port: int = 9092, registry_port: int = 8081) -> list[ProcessRecord]:
         """Start the broker and the registry unless the recorded stack already runs."""

@@ -5,6 +5,7 @@ Every error mesh raises on purpose derives from :class:`MeshError`, so a caller
 
     MeshError
     ├── ConfigError          a config file or MESH_* variable is invalid
+    ├── InputError           a command's input is malformed or names nothing (CLI exit 2)
     ├── BrokerError          the broker cannot be found, started or reached
     ├── DevStackError        `mesh dev` cannot start, find or stop its processes
     ├── SchemaError          an event type has no Avro form, or its .avsc is missing or drifted
@@ -30,6 +31,7 @@ __all__ = [
     "DeserializationError",
     "DevStackError",
     "EncodeFailure",
+    "InputError",
     "MeshError",
     "RegistryError",
     "RegistryServerError",
@@ -57,6 +59,14 @@ class MeshError(Exception):
 
 class ConfigError(MeshError):
     """The configuration (``mesh.toml`` or a ``MESH_*`` variable) is invalid."""
+
+
+class InputError(MeshError):
+    """What a user typed is malformed or names nothing that exists (event data, a type, a topic).
+
+    Raised before anything is sent, so the command can be corrected and run again; the CLI
+    exits with code 2, as for a usage error.
+    """
 
 
 class BrokerError(MeshError):

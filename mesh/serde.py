@@ -28,6 +28,7 @@ from fastavro.read import SchemaResolutionError
 from pydantic import BaseModel, ValidationError
 
 from mesh.avro import with_python_defaults
+from mesh.config import Settings
 from mesh.errors import DeserializationError, RegistryError, SerializationError
 from mesh.event import Event
 
@@ -100,6 +101,14 @@ class Serde:
         self._writers: dict[tuple[type[Event], str], _Writer] = {}
         self._writer_schemas: dict[int, _WriterSchema] = {}
         self._readers: dict[tuple[int, type[Event]], _Reader] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Serde:
+        """The serde of *settings*: its registry (with auth) and subject strategy."""
+        return cls(
+            SchemaRegistryClient(settings.registry_config()),
+            subject_strategy=settings.subject_strategy,
+        )
 
     def register(self, model: type[Event], topic: str) -> int:
         """The schema id *model* is written with on *topic*, registering it if need be."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
-from mesh.cli import config, dev, registry, run, schema
+from mesh.cli import config, dev, publish, registry, run, schema, tail
 from mesh.cli._console import err_console
-from mesh.errors import MeshError
+from mesh.errors import InputError, MeshError
 
 __all__ = ["app", "main"]
 
@@ -24,12 +25,18 @@ app.add_typer(config.app, name="config")
 app.add_typer(registry.app, name="registry")
 app.add_typer(schema.app, name="schema")
 app.command("run")(run.run)
+app.command("publish")(publish.publish)
+app.command("tail")(tail.tail)
 
 
 def main() -> None:
-    """Entry point: a reported error is one line on stderr and exit code 1, never a traceback."""
+    """Entry point: a reported error is a line on stderr (one per problem), never a traceback.
+
+    Exit code 2 when the input was wrong (nothing was done), 1 for other errors.
+    """
     try:
         app()
     except MeshError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        sys.exit(1)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+        sys.exit(2 if isinstance(exc, InputError) else 1)

@@ -1,0 +1,79 @@
+"""``mesh tail``: print the records of a topic as they arrive, values decoded."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from mesh.cli._console import console, err_console
+from mesh.config import load_settings
+from mesh.tail import Tail, TailRecord
+
+
+def tail(
+    *,
+    topic: Annotated[str, typer.Argument(help="Topic to read (never created).")],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the oldest record, not the end.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per record and line.")
+    ] = False,
+    count: Annotated[
+        int | None, typer.Option("--count", "-n", min=1, help="Stop after N records.")
+    ] = None,
+    partition: Annotated[
+        list[int] | None,
+        typer.Option("--partition", "-p", min=0, help="Read only this partition (repeatable)."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0, help="Stop after S seconds without a record."),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
+    ] = None,
+) -> None:
+    """Follow TOPIC (all partitions, no consumer group) until Ctrl-C, --count or --timeout."""
+    settings = load_settings(config_file)
+    try:
+        with Tail(settings, topic, partitions=partition, from_beginning=from_beginning) as reader:
+            start = "the beginning" if from_beginning else "the end"
+            err_console.print(
+                f"tailing {escape(topic)} partitions "
+                f"{', '.join(map(str, reader.positions))} from {start}",
+                soft_wrap=True,
+            )
+            for record in reader.records(count=count, idle_timeout_s=timeout):
+                if as_json:
+                    print(json.dumps(record.to_json()), flush=True)
+                else:
+                    _print(record)
+    except KeyboardInterrupt:
+        return
+
+
+def _print(record: TailRecord) -> None:
+    data = record.to_json()
+    stamp = (
+        datetime.fromtimestamp(record.timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds")
+        if record.timestamp_ms is not None
+        else "-"
+    )
+    event_type = data["headers"].get("mesh.event-type") or ""
+    console.print(
+        f"[bold]{escape(record.topic)}[/] [cyan]p{record.partition}@{record.offset}[/] "
+        f"[dim]{stamp}[/] key=[yellow]{escape(str(data['key']))}[/] {escape(event_type)}",
+        soft_wrap=True,
+    )
+    if record.value_error is not None:
+        console.print(f"  [red]value_error:[/] {escape(record.value_error)}", soft_wrap=True)
+        console.print(f"  value_base64: {data['value_base64']}", soft_wrap=True)
+    else:
+        console.print(f"  {escape(json.dumps(data['value']))}", soft_wrap=True)
