@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from mesh.config import Settings, load_settings, parse_duration
 from mesh.envelope import Envelope
@@ -160,10 +159,7 @@ class Mesh:
 
     def _get_serde(self) -> Serde:
         if self._serde is None:
-            self._serde = Serde(
-                SchemaRegistryClient(self.settings.registry_config()),
-                subject_strategy=self.settings.subject_strategy,
-            )
+            self._serde = Serde.from_settings(self.settings)
         return self._serde
 
     def _get_publisher(self) -> Publisher:

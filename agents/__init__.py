@@ -1,0 +1,1 @@
+"""Example agents (run them with ``mesh run agents.hello:app``)."""
