@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextvars
 import os
+import random
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -22,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -30,6 +32,7 @@ from mesh.errors import ConfigError
 __all__ = [
     "AgentSettings",
     "Duration",
+    "RetryPolicy",
     "Settings",
     "TopicDefaults",
     "load_settings",
@@ -77,12 +80,65 @@ class TopicDefaults(_Section):
     retention_ms: int | None = Field(default=None, ge=-1)
 
 
+class RetryPolicy(_Section):
+    """How often and how late a failed event is tried again (``[agents.NAME.retry]``)."""
+
+    #: Tries in all, the first one included; 1 disables retries.
+    attempts: int = Field(default=3, ge=1, le=100)
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    initial_delay: Duration = Field(default=1.0, gt=0)
+    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
+    max_delay: Duration = Field(default=300.0, gt=0)
+    #: Extra random delay, as a fraction of the delay. Non-zero jitter spreads retries of
+    #: a burst, at the cost of records waiting behind a slightly later head.
+    jitter: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: Exception classes (simple or qualified names, base classes match) that go
+    #: straight to the dead-letter topic.
+    non_retryable: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _delays_make_sense(self) -> Self:
+        if self.max_delay < self.initial_delay:
+            raise ValueError("max_delay must not be smaller than initial_delay")
+        return self
+
+    def delay_ms(self, failures: int) -> int:
+        """The delay after the *failures*-th failed attempt (1-based), jitter excluded."""
+        delay = self.initial_delay
+        if self.backoff == "exponential":
+            delay *= self.multiplier ** (failures - 1)
+        return max(1, round(min(delay, self.max_delay) * 1000))
+
+    def delays_ms(self) -> list[int]:
+        """The distinct delays the policy can use, one retry topic each."""
+        return sorted({self.delay_ms(n) for n in range(1, self.attempts)})
+
+    def should_retry(self, error: BaseException, attempt: int) -> bool:
+        """Whether attempt number *attempt* (1-based), failed with *error*, gets another."""
+        return attempt < self.attempts and not self.is_non_retryable(error)
+
+    def is_non_retryable(self, error: BaseException) -> bool:
+        if not self.non_retryable:
+            return False
+        names = set()
+        for cls in type(error).__mro__:
+            names.add(cls.__name__)
+            names.add(f"{cls.__module__}.{cls.__qualname__}")
+        return any(name in names for name in self.non_retryable)
+
+    def jittered_ms(self, delay_ms: int) -> int:
+        if not self.jitter:
+            return delay_ms
+        return delay_ms + round(delay_ms * self.jitter * random.random())
+
+
 class AgentSettings(_Section):
     """Per-agent policy, ``[agents.NAME]`` in ``mesh.toml``."""
 
     concurrency: int = Field(default=100, ge=1, le=100_000)
     timeout: Duration | None = None
     group_id: str | None = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
 
 class Settings(BaseSettings):

@@ -20,12 +20,13 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from mesh.config import Settings, load_settings, parse_duration
+from mesh.config import RetryPolicy, Settings, load_settings, parse_duration
 from mesh.envelope import Envelope
 from mesh.errors import ConfigError
 from mesh.event import Event
 from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.publisher import Publisher
+from mesh.runtime.retry import retry_topic
 from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.schema import verify_schema
 from mesh.serde import Serde
@@ -49,6 +50,7 @@ class AgentSpec:
     concurrency: int | None = None
     timeout_s: float | None = None
     group_id: str | None = None
+    retry: RetryPolicy | None = None
 
 
 class Mesh:
@@ -87,13 +89,15 @@ class Mesh:
         concurrency: int | None = None,
         timeout: str | float | None = None,
         group_id: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a handler as an agent.
 
         The handler takes ``(event)`` or ``(event, ctx)``, may be sync (run in a thread
         pool) or async, and may return an event, a list of events or ``None``. Emitted
         types are read from its return annotation, plus *emits*. Options given here win
-        over ``[agents.NAME]`` in ``mesh.toml``.
+        over ``[agents.NAME]`` in ``mesh.toml``. A handler that raises (or exceeds
+        *timeout*) is retried through retry topics as *retry* says, then dead-lettered.
         """
         consumed = _as_tuple(consumes)
         for event_type in consumed:
@@ -111,6 +115,7 @@ class Mesh:
                 concurrency=concurrency,
                 timeout_s=None if timeout is None else parse_duration(timeout),
                 group_id=group_id,
+                retry=retry,
             )
             return handler
 
@@ -138,6 +143,20 @@ class Mesh:
     def group_id(self, agent: str) -> str:
         spec = self._agents[agent]
         return spec.group_id or self.settings.agent(agent).group_id or f"{self.name}.{agent}"
+
+    def retry_policy(self, agent: str) -> RetryPolicy:
+        """The effective retry policy of *agent*: the decorator's, else ``mesh.toml``'s."""
+        return self._agents[agent].retry or self.settings.agent(agent).retry
+
+    def retry_topics(self, agent: str) -> dict[str, str]:
+        """Retry topic -> source topic, for every topic *agent* consumes."""
+        group = self.group_id(agent)
+        delays = self.retry_policy(agent).delays_ms()
+        return {
+            retry_topic(t.topic(), group, delay): t.topic()
+            for t in self._agents[agent].consumes
+            for delay in delays
+        }
 
     # -- publishing ------------------------------------------------------------------
 
@@ -244,7 +263,7 @@ class Mesh:
         admin = AdminClient(self.settings.kafka_config())
         ensure_topics(admin, wanted.values())
         sizes = existing_topics(admin)
-        dead_letters = [
+        failures = [
             TopicSpec(
                 dead_letter_topic(t.topic(), self.group_id(spec.name)),
                 sizes.get(t.topic(), topics.partitions),
@@ -253,7 +272,18 @@ class Mesh:
             for spec in specs
             for t in spec.consumes
         ]
-        ensure_topics(admin, dead_letters)
+        for spec in specs:
+            # Retries must outlive their delay: keep them a week, or 10x the longest delay.
+            policy = self.retry_policy(spec.name)
+            longest_ms = max(policy.delays_ms(), default=0)
+            retention = {"retention.ms": str(max(7 * 86_400_000, 10 * longest_ms))}
+            failures.extend(
+                TopicSpec(
+                    name, sizes.get(source, topics.partitions), topics.replication_factor, retention
+                )
+                for name, source in self.retry_topics(spec.name).items()
+            )
+        ensure_topics(admin, failures)
         # Register what the agents write now: an incompatible schema or an unreachable
         # registry fails the start, not the first emit.
         serde = self._get_serde()
@@ -279,6 +309,9 @@ class Mesh:
         topics: dict[str, tuple[type[Event], ...]] = {}
         for event_type in spec.consumes:
             topics[event_type.topic()] = (*topics.get(event_type.topic(), ()), event_type)
+        retry_sources = self.retry_topics(spec.name)
+        for name, source in retry_sources.items():
+            topics[name] = topics[source]
         return WorkerOptions(
             agent=spec.name,
             group_id=self.group_id(spec.name),
@@ -287,6 +320,8 @@ class Mesh:
             is_async=inspect.iscoroutinefunction(spec.handler),
             concurrency=spec.concurrency or configured.concurrency,
             timeout_s=spec.timeout_s if spec.timeout_s is not None else configured.timeout,
+            retry=self.retry_policy(spec.name),
+            retry_sources=retry_sources,
             consumer_config=consumer_config,
         )
 

@@ -29,6 +29,7 @@ class Context:
         "_headers",
         "_log",
         "agent",
+        "attempt",
         "envelope",
         "key",
         "offset",
@@ -47,8 +48,11 @@ class Context:
         offset: int,
         key: bytes | None,
         raw_headers: list[tuple[str, bytes]] | None,
+        attempt: int = 1,
     ) -> None:
         self.agent = agent
+        #: 1 on the first try, 2 on the first retry, ...
+        self.attempt = attempt
         self.envelope = envelope
         self.topic = topic
         self.partition = partition

@@ -16,6 +16,7 @@ from confluent_kafka import Message
 __all__ = ["ErrorKind", "dead_letter_headers", "dead_letter_topic"]
 
 HEADER_PREFIX = "mesh.dlq."
+_DROPPED = (HEADER_PREFIX, "mesh.retry.")
 _MAX_MESSAGE_BYTES = 4096
 _MAX_TRACE_BYTES = 8192
 
@@ -41,8 +42,13 @@ def dead_letter_headers(
     agent: str,
     group_id: str,
     attempts: int,
+    origin: tuple[str, int, int],
 ) -> list[tuple[str, bytes]]:
-    """The record's own headers (minus earlier dead-letter headers) plus why it failed."""
+    """The record's own headers (minus earlier dead-letter and retry headers) plus why it failed.
+
+    *origin* is where the record was first consumed (topic, partition, offset), which
+    differs from *msg* when it failed for the last time in a retry topic.
+    """
     error_class = type(error)
     qualified = (
         error_class.__qualname__
@@ -59,11 +65,11 @@ def dead_letter_headers(
         "agent": agent,
         "group": group_id,
         "attempts": str(attempts),
-        "original-topic": msg.topic(),
-        "original-partition": str(msg.partition()),
-        "original-offset": str(msg.offset()),
+        "original-topic": origin[0],
+        "original-partition": str(origin[1]),
+        "original-offset": str(origin[2]),
         "original-timestamp": str(timestamp),
         "failed-at": str(int(time.time() * 1000)),
     }
-    kept = [(k, v) for k, v in (msg.headers() or []) if not k.startswith(HEADER_PREFIX)]
+    kept = [(k, v) for k, v in (msg.headers() or []) if not k.startswith(_DROPPED)]
     return kept + [(HEADER_PREFIX + k, v.encode()) for k, v in reason.items()]

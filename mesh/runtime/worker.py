@@ -29,14 +29,16 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from mesh.config import RetryPolicy
 from mesh.envelope import EVENT_ID, Envelope, record_event_id
 from mesh.errors import DeserializationError, SerializationError
 from mesh.event import Event
@@ -44,6 +46,7 @@ from mesh.runtime.context import Context
 from mesh.runtime.dead_letter import ErrorKind, dead_letter_headers, dead_letter_topic
 from mesh.runtime.offsets import PartitionOffsets
 from mesh.runtime.publisher import Publisher
+from mesh.runtime.retry import attempt_of, due_at_ms, origin_of, retry_headers, retry_topic
 from mesh.serde import Serde
 
 __all__ = ["AgentWorker", "WorkerOptions"]
@@ -51,6 +54,7 @@ __all__ = ["AgentWorker", "WorkerOptions"]
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+_POLL_S = 0.05  # longest poll; bounds how late the outbox and retry timers are served
 
 #: Consumer settings the runtime relies on; user properties cannot override them.
 CONSUMER_REQUIRED: dict[str, Any] = {
@@ -76,6 +80,9 @@ class WorkerOptions:
     is_async: bool
     concurrency: int
     timeout_s: float | None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Retry topic -> the source topic it retries (its records decode like the source's).
+    retry_sources: dict[str, str] = field(default_factory=dict)
     drain_timeout_s: float = 30.0
     batch_size: int = 500
     consumer_config: dict[str, Any] | None = None
@@ -140,6 +147,10 @@ class AgentWorker:
         self._closed = False
         self._poll_thread: threading.Thread | None = None
         self._outbox: deque[Callable[[Consumer], object]] = deque()
+        # Poll-thread state: retry partitions rewound to a record not yet due (-> due ms),
+        # and whether the loop asked to pause everything (too many events buffered).
+        self._parked: dict[TP, int] = {}
+        self._backpressure = False
         self._fatal: BaseException | None = None
         #: Set once the group gave this worker its first partitions.
         self.assigned = threading.Event()
@@ -188,17 +199,72 @@ class AgentWorker:
         consumer, batch_size = self._consumer, self.options.batch_size
         loop = self._loop
         assert loop is not None
+        retry_topics = self.options.retry_sources
         while not self._stopping.is_set():
             self._apply_outbox()
+            timeout_s = self._unpark_due() if self._parked else _POLL_S
             try:
-                first = consumer.poll(0.05)
+                first = consumer.poll(timeout_s)
                 if first is None:
                     continue
                 batch = [first, *consumer.consume(batch_size - 1, timeout=0)]
             except KafkaException as exc:
                 log.error("agent %s: poll failed: %s", self.options.agent, exc)
                 continue
-            loop.call_soon_threadsafe(self._accept, batch)
+            if retry_topics:
+                batch = self._hold_not_due(batch)
+            if batch:
+                loop.call_soon_threadsafe(self._accept, batch)
+
+    def _hold_not_due(self, batch: list[Message]) -> list[Message]:
+        """Rewind retry partitions whose head is not due yet; pass the rest on.
+
+        No sleeping: the partition is paused and sought back to the record, so polling
+        goes on (``max.poll.interval.ms`` never expires, other partitions keep flowing)
+        and the record is fetched again once :meth:`_unpark_due` resumes it. The seek is
+        needed because librdkafka drops prefetched records on pause.
+        """
+        kept = []
+        now_ms = int(time.time() * 1000)
+        retry_topics = self.options.retry_sources
+        for msg in batch:
+            topic = msg.topic()
+            if topic not in retry_topics or msg.error() is not None:
+                kept.append(msg)
+                continue
+            tp = (topic, msg.partition())
+            if tp in self._parked:
+                continue  # behind a parked head: fetched again after the resume
+            due_ms = due_at_ms(msg)
+            if due_ms is None or due_ms <= now_ms:
+                kept.append(msg)
+                continue
+            self._parked[tp] = due_ms
+            partition = TopicPartition(topic, msg.partition(), msg.offset())
+            self._consumer.pause([partition])
+            self._consumer.seek(partition)
+        return kept
+
+    def _unpark_due(self) -> float:
+        """Resume parked partitions that are due; return how long the next poll may wait."""
+        now_ms = int(time.time() * 1000)
+        next_ms = now_ms + int(_POLL_S * 1000)
+        for tp, due_ms in list(self._parked.items()):
+            if due_ms <= now_ms:
+                del self._parked[tp]
+                if not self._backpressure:
+                    self._consumer.resume([TopicPartition(*tp)])
+            else:
+                next_ms = min(next_ms, due_ms)
+        return max(0.0, (next_ms - now_ms) / 1000)
+
+    def _apply_backpressure(self, paused: bool, consumer: Consumer) -> None:
+        self._backpressure = paused
+        partitions = [
+            p for p in consumer.assignment() if (p.topic, p.partition) not in self._parked
+        ]
+        if partitions:
+            (consumer.pause if paused else consumer.resume)(partitions)
 
     def _apply_outbox(self) -> None:
         """Run the consumer calls the loop asked for (store offsets, pause, resume)."""
@@ -214,7 +280,7 @@ class AgentWorker:
         assert loop is not None
         tps = [(p.topic, p.partition) for p in partitions]
         asyncio.run_coroutine_threadsafe(self._assign(tps), loop).result()
-        if self._paused:
+        if self._backpressure:
             consumer.pause(partitions)
         self.assigned.set()
         log.info("agent %s: assigned %s", self.options.agent, sorted(tps))
@@ -229,6 +295,8 @@ class AgentWorker:
         loop = self._loop
         assert loop is not None
         tps = {(p.topic, p.partition) for p in partitions}
+        for tp in tps:
+            self._parked.pop(tp, None)
         future = asyncio.run_coroutine_threadsafe(self._drain(tps), loop)
         future.result(self.options.drain_timeout_s + 5)
         self._apply_outbox()
@@ -291,7 +359,7 @@ class AgentWorker:
             event = self._decode(msg)
         except DeserializationError as exc:
             self._release_lane(job)
-            self._dead_letter(job, ErrorKind.DESERIALIZATION, exc)
+            self._dead_letter(job, ErrorKind.DESERIALIZATION, exc, attempt=1)
             return
         headers = msg.headers()
         fallback_id = None
@@ -306,19 +374,26 @@ class AgentWorker:
             offset=msg.offset(),
             key=msg.key(),
             raw_headers=headers,
+            attempt=attempt_of(headers) + 1,
         )
         try:
             result = await self._invoke(event, ctx)
         except TimeoutError as exc:
             ctx._finish()
             self._release_lane(job)
-            self._dead_letter(job, ErrorKind.TIMEOUT, exc)
+            self._retry_or_dead_letter(job, ErrorKind.TIMEOUT, exc, ctx.attempt)
             return
         except Exception as exc:
             ctx._finish()
             self._release_lane(job)
-            log.warning("agent %s: handler failed on %s: %r", options.agent, ctx.event_id, exc)
-            self._dead_letter(job, ErrorKind.HANDLER, exc)
+            log.warning(
+                "agent %s: attempt %d failed on %s: %r",
+                options.agent,
+                ctx.attempt,
+                ctx.event_id,
+                exc,
+            )
+            self._retry_or_dead_letter(job, ErrorKind.HANDLER, exc, ctx.attempt)
             return
         emits = ctx._finish()
         if result is not None:
@@ -333,7 +408,7 @@ class AgentWorker:
                 for out in emits
             ]
         except SerializationError as exc:
-            self._dead_letter(job, ErrorKind.SERIALIZATION, exc)
+            self._dead_letter(job, ErrorKind.SERIALIZATION, exc, attempt=ctx.attempt)
             return
         job.pending = len(records)
         on_delivery = functools.partial(self._delivered, job)
@@ -359,15 +434,45 @@ class AgentWorker:
         call = loop.run_in_executor(self._executor, options.handler, event, ctx)
         return await asyncio.wait_for(call, options.timeout_s)
 
-    def _dead_letter(self, job: _Job, kind: ErrorKind, error: BaseException) -> None:
+    def _retry_or_dead_letter(
+        self, job: _Job, kind: ErrorKind, error: BaseException, attempt: int
+    ) -> None:
+        """Forward a failed record to the retry topic of its next delay, or dead-letter it."""
+        policy = self.options.retry
+        if not policy.should_retry(error, attempt):
+            self._dead_letter(job, kind, error, attempt=attempt)
+            return
+        msg = job.msg
+        delay_ms = policy.delay_ms(attempt)
+        due_ms = int(time.time() * 1000) + policy.jittered_ms(delay_ms)
+        source = origin_of(msg)[0]
+        job.pending = 1
+        self._publisher.send_raw(
+            retry_topic(source, self.options.group_id, delay_ms),
+            msg.value(),
+            msg.key(),
+            retry_headers(msg, attempt=attempt, due_ms=due_ms, error=error),
+            on_delivery=functools.partial(self._delivered, job),
+        )
+
+    def _dead_letter(
+        self, job: _Job, kind: ErrorKind, error: BaseException, *, attempt: int
+    ) -> None:
         msg = job.msg
         options = self.options
+        origin = origin_of(msg)
         headers = dead_letter_headers(
-            msg, kind=kind, error=error, agent=options.agent, group_id=options.group_id, attempts=1
+            msg,
+            kind=kind,
+            error=error,
+            agent=options.agent,
+            group_id=options.group_id,
+            attempts=attempt,
+            origin=origin,
         )
         job.pending = 1
         self._publisher.send_raw(
-            dead_letter_topic(msg.topic(), options.group_id),
+            dead_letter_topic(origin[0], options.group_id),
             msg.value(),
             msg.key(),
             headers,
@@ -414,12 +519,7 @@ class AgentWorker:
 
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused
-        partitions = [
-            TopicPartition(t, p) for (t, p), part in self._parts.items() if not part.closing
-        ]
-        if partitions:
-            method = Consumer.pause if paused else Consumer.resume
-            self._outbox.append(functools.partial(_call, method, partitions))
+        self._outbox.append(functools.partial(self._apply_backpressure, paused))
 
     def flush_offsets(self) -> None:
         """Serve delivery callbacks, then store the committable offsets that moved.
@@ -467,14 +567,6 @@ class AgentWorker:
             part.revoked = True
             self._buffered -= len(part.offsets)
             del self._parts[tp]
-
-
-def _call(
-    method: Callable[[Consumer, list[TopicPartition]], None],
-    partitions: list[TopicPartition],
-    consumer: Consumer,
-) -> None:
-    method(consumer, partitions)
 
 
 def _store(offsets: list[TopicPartition], consumer: Consumer) -> None:
