@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -13,12 +14,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mesh import Context, Event, Mesh, Settings
 from mesh.config import TopicDefaults
 from mesh.schema import generate_schemas
+from mesh.serde import Serde
 from mesh.testing import FAST_GROUP_CONFIG, unique_name
 from tests.integration.conftest import read_topic, running
 
@@ -101,38 +104,59 @@ def test_in_partition_concurrency_keeps_key_order_and_never_commits_past_unfinis
             assert not unfinished, f"committed {committed} while {unfinished[:5]} were unfinished"
 
 
-def test_kill_9_of_a_worker_loses_nothing(
-    mesh_settings: Settings, mesh_registry_url: str, tmp_path: Path
-) -> None:
-    prefix = unique_name("relay")
-    env = {
+def relay_env(mesh_settings: Settings, prefix: str, schemas: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "PYTHONPATH": str(REPO),
         "RELAY_PREFIX": prefix,
-        "RELAY_SCHEMAS": str(tmp_path / "schemas"),
+        "RELAY_SCHEMAS": str(schemas),
         "MESH_BOOTSTRAP_SERVERS": mesh_settings.bootstrap_servers,
-        "MESH_REGISTRY_URL": mesh_registry_url,
+        "MESH_REGISTRY_URL": mesh_settings.registry_url,
         "MESH_TOPICS__PARTITIONS": "4",
         "MESH_KAFKA": json.dumps(FAST_GROUP_CONFIG),
     }
+
+
+def load_relay(prefix: str, schemas: Path) -> ModuleType:
+    """The relay app module with this test's topics, its schemas written to *schemas*."""
     os.environ["RELAY_PREFIX"] = prefix
     try:
         sys.modules.pop("tests.integration.apps.relay", None)
-        from tests.integration.apps import relay
+        relay = importlib.import_module("tests.integration.apps.relay")
     finally:
         del os.environ["RELAY_PREFIX"]
-    generate_schemas([relay.Job, relay.JobDone], tmp_path / "schemas")
+    generate_schemas([relay.Job, relay.JobDone], schemas)
+    return relay
 
-    def worker() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "mesh", "run", "tests.integration.apps.relay:app"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mesh", "run", "tests.integration.apps.relay:app"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def handled_ids(settings: Settings, relay: ModuleType, serde: Serde, total: int) -> set[str]:
+    """Job ids in the relay's output, waiting until all *total* distinct ones are there."""
+    count = total
+    while True:  # duplicates are allowed (at-least-once); gaps are not
+        done = read_topic(
+            settings.bootstrap_servers, relay.JobDone.topic(), count, partitions=4, timeout_s=120
         )
+        handled = {serde.decode(m.value(), relay.JobDone).job_id for m in done}
+        if len(handled) >= total:
+            return handled
+        count = len(done) + total - len(handled)
 
-    workers = [worker(), worker()]
+
+def test_kill_9_of_a_worker_loses_nothing(mesh_settings: Settings, tmp_path: Path) -> None:
+    prefix = unique_name("relay")
+    env = relay_env(mesh_settings, prefix, tmp_path / "schemas")
+    relay = load_relay(prefix, tmp_path / "schemas")
+    workers = [start_worker(env), start_worker(env)]
     try:
         time.sleep(2)  # both join the group before the stream starts
         app = Mesh(
@@ -177,5 +201,43 @@ def test_kill_9_of_a_worker_loses_nothing(
     finally:
         for proc in workers:
             if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_kill_9_while_records_wait_in_retry_topics_loses_nothing(
+    mesh_settings: Settings, tmp_path: Path
+) -> None:
+    prefix = unique_name("relay")
+    env = {**relay_env(mesh_settings, prefix, tmp_path / "schemas"), "RELAY_FAIL_FIRST": "1"}
+    relay = load_relay(prefix, tmp_path / "schemas")
+    app = Mesh(
+        "feeder", settings=mesh_settings.model_copy(update={"topics": TopicDefaults(partitions=4)})
+    )
+    serde = app._get_serde()
+    retry_topic = f"{relay.Job.topic()}.{prefix}-app.relay.retry.2s"
+    first = start_worker(env)
+    second = None
+    try:
+        total = 500
+        producer = Producer({"bootstrap.servers": mesh_settings.bootstrap_servers})
+        for i in range(total):
+            job = relay.Job(job_id=f"job-{i}")
+            producer.produce(
+                relay.Job.topic(), serde.encode(job, relay.Job.topic()), job.job_id.encode()
+            )
+        producer.flush(10)
+        # Every first attempt fails: wait until all records sit in the 2 s retry topic...
+        read_topic(mesh_settings.bootstrap_servers, retry_topic, total, partitions=4)
+        first.send_signal(signal.SIGKILL)  # ...and kill the worker before any is due
+        assert first.wait(10) == -signal.SIGKILL
+        second = start_worker(env)
+        handled = handled_ids(mesh_settings, relay, serde, total)
+        assert handled == {f"job-{i}" for i in range(total)}
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()

@@ -7,8 +7,11 @@ import asyncio
 import os
 
 from mesh import Context, Event, Mesh
+from mesh.config import RetryPolicy
 
 PREFIX = os.environ.get("RELAY_PREFIX", "relay")
+#: When set, every first attempt fails, so every record waits in the 2 s retry topic.
+FAIL_FIRST = bool(os.environ.get("RELAY_FAIL_FIRST"))
 
 
 class Job(Event, topic=f"{PREFIX}.jobs", key="job_id", name="relay.Job"):
@@ -23,7 +26,14 @@ class JobDone(Event, topic=f"{PREFIX}.done", key="job_id", name="relay.JobDone")
 app = Mesh(f"{PREFIX}-app", schemas_dir=os.environ.get("RELAY_SCHEMAS", "schemas"))
 
 
-@app.agent("relay", consumes=Job, concurrency=50)
+@app.agent(
+    "relay",
+    consumes=Job,
+    concurrency=50,
+    retry=RetryPolicy(attempts=3, backoff="fixed", initial_delay="2s"),
+)
 async def relay(event: Job, ctx: Context) -> JobDone:
     await asyncio.sleep(0.002)
+    if FAIL_FIRST and ctx.attempt == 1:
+        raise RuntimeError("first attempts fail")
     return JobDone(job_id=event.job_id, worker=os.getpid())
