@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mesh.cli._app import load_app
 from mesh.cli._console import console
 from mesh.config import load_settings
 
@@ -20,7 +21,22 @@ def show(
         Path | None,
         typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
     ] = None,
+    app_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--app", metavar="MODULE:APP", help="Also show each agent's effective policy."
+        ),
+    ] = None,
 ) -> None:
-    """Print the effective settings as JSON, secrets masked."""
+    """Print the effective settings as JSON, secrets masked.
+
+    With ``--app``, each agent's effective concurrency, timeout and retry policy (the
+    decorator's options win over mesh.toml), with its retry and dead-letter topics.
+    """
     settings = load_settings(config_file)
-    console.print_json(json.dumps(settings.redacted()))
+    shown = settings.redacted()
+    if app_spec is not None:
+        app = load_app(app_spec)
+        app.settings = settings
+        shown["effective_agents"] = app.describe()
+    console.print_json(json.dumps(shown))

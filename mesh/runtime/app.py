@@ -140,6 +140,29 @@ class Mesh:
             self._settings = load_settings()
         return self._settings
 
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """The effective policy of every agent, as plain data (``mesh config show --app``)."""
+        described = {}
+        for name, spec in self._agents.items():
+            options = self._options(spec, None)
+            described[name] = {
+                "group_id": options.group_id,
+                "consumes": [t.event_type() for t in spec.consumes],
+                "emits": [t.event_type() for t in spec.emits],
+                "concurrency": options.concurrency,
+                "timeout_s": options.timeout_s,
+                "retry": options.retry.model_dump(mode="json"),
+                "retry_topics": sorted(options.retry_sources),
+                "dead_letter_topics": sorted(
+                    dead_letter_topic(t.topic(), options.group_id) for t in spec.consumes
+                ),
+            }
+        return described
+
     def group_id(self, agent: str) -> str:
         spec = self._agents[agent]
         return spec.group_id or self.settings.agent(agent).group_id or f"{self.name}.{agent}"
