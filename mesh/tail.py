@@ -28,7 +28,7 @@ from mesh.errors import BrokerError, InputError, MeshError
 from mesh.serde import Serde
 from mesh.topics import existing_topics
 
-__all__ = ["Tail", "TailRecord", "jsonable"]
+__all__ = ["Tail", "TailRecord", "jsonable", "tail_record"]
 
 _POLL_S = 0.2
 _BATCH = 500
@@ -98,7 +98,9 @@ class Tail:
 
     ``positions`` tells where each partition starts once entered: an offset, or
     ``"beginning"``. Starting "at the end" means at the high watermark read when entered,
-    so exactly the records produced after that moment are shown.
+    so exactly the records produced after that moment are shown. *from_offset* starts
+    every partition there instead. With *to_end*, reading stops at the high watermarks
+    read when entered (``ends``), so a read of what a topic holds terminates.
     """
 
     def __init__(
@@ -108,6 +110,8 @@ class Tail:
         *,
         partitions: Sequence[int] | None = None,
         from_beginning: bool = False,
+        from_offset: int | None = None,
+        to_end: bool = False,
         serde: Serde | None = None,
         timeout_s: float = 10.0,
     ) -> None:
@@ -115,10 +119,13 @@ class Tail:
         self._settings = settings
         self._partitions = list(partitions) if partitions else None
         self._from_beginning = from_beginning
+        self._from_offset = from_offset
+        self._to_end = to_end
         self._serde = serde or Serde.from_settings(settings)
         self._timeout_s = timeout_s
         self._consumer: Consumer | None = None
         self.positions: dict[int, int | str] = {}
+        self.ends: dict[int, int] | None = None
 
     def __enter__(self) -> Tail:
         partitions = self._check_partitions()
@@ -133,14 +140,22 @@ class Tail:
             )
         )
         try:
-            if self._from_beginning:
+            if self._to_end or not (self._from_beginning or self._from_offset is not None):
+                self.ends = high_watermarks(
+                    self._consumer, self.topic, partitions, timeout_s=self._timeout_s
+                )
+            if self._from_offset is not None:
+                starts = dict.fromkeys(partitions, self._from_offset)
+                self.positions = dict(starts)
+            elif self._from_beginning:
                 starts = dict.fromkeys(partitions, OFFSET_BEGINNING)
                 self.positions = dict.fromkeys(partitions, "beginning")
             else:
-                starts = high_watermarks(
-                    self._consumer, self.topic, partitions, timeout_s=self._timeout_s
-                )
+                assert self.ends is not None
+                starts = dict(self.ends)
                 self.positions = dict(starts)
+            if not self._to_end:
+                self.ends = None
             self._consumer.assign([TopicPartition(self.topic, p, o) for p, o in starts.items()])
         except BaseException:
             self.close()
@@ -164,28 +179,56 @@ class Tail:
         self, *, count: int | None = None, idle_timeout_s: float | None = None
     ) -> Iterator[TailRecord]:
         """Records as they arrive; stops after *count*, or *idle_timeout_s* without one."""
-        if self._consumer is None:
+        for msg in self.messages(count=count, idle_timeout_s=idle_timeout_s):
+            yield tail_record(msg, self._serde)
+
+    def messages(
+        self, *, count: int | None = None, idle_timeout_s: float | None = None
+    ) -> Iterator[Message]:
+        """Like :meth:`records`, undecoded: for readers that need only keys and headers."""
+        consumer = self._consumer
+        if consumer is None:
             raise RuntimeError("enter the Tail (with Tail(...) as tail:) before reading")
+        ends = self.ends
+        next_offsets = {p: o for p, o in self.positions.items() if isinstance(o, int)}
         seen = 0
         last = time.monotonic()
         while count is None or seen < count:
+            if ends is not None and self._reached(consumer, ends, next_offsets):
+                return
             wait_s = _POLL_S
             if idle_timeout_s is not None:
                 wait_s = min(wait_s, max(idle_timeout_s - (time.monotonic() - last), 0.0))
-            messages = self._consumer.consume(_BATCH, timeout=wait_s)
-            for msg in messages:
+            for msg in consumer.consume(_BATCH, timeout=wait_s):
                 error = msg.error()
                 if error is not None:
                     if error.fatal():
                         raise BrokerError(f"reading {self.topic}: {error.str()}")
                     continue  # transient (a broker reconnecting): librdkafka retries
-                yield self._record(msg)
+                partition, offset = msg.partition() or 0, msg.offset() or 0
+                if ends is not None:
+                    next_offsets[partition] = offset + 1
+                    if offset >= ends[partition]:
+                        continue  # produced after the snapshot
+                yield msg
                 seen += 1
                 last = time.monotonic()
                 if count is not None and seen >= count:
                     return
             if idle_timeout_s is not None and time.monotonic() - last >= idle_timeout_s:
                 return
+
+    def _reached(
+        self, consumer: Consumer, ends: dict[int, int], next_offsets: dict[int, int]
+    ) -> bool:
+        """Every partition read up to its end; the low watermark covers a trimmed log."""
+        for p, end in ends.items():
+            done = next_offsets.get(p, 0)
+            if done < end:
+                low, _ = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+                if low < end:
+                    return False
+        return True
 
     def _check_partitions(self) -> list[int]:
         admin = AdminClient(self._settings.kafka_config())
@@ -203,24 +246,26 @@ class Tail:
             )
         return sorted(set(self._partitions))
 
-    def _record(self, msg: Message) -> TailRecord:
-        raw = msg.value()
-        value: dict[str, Any] | None = None
-        value_error: str | None = None
-        if raw is not None:  # a tombstone has no value and no error
-            try:
-                value = self._serde.decode_record(raw)
-            except MeshError as exc:  # undecodable bytes, or the registry failed
-                value_error = str(exc)
-        _, timestamp_ms = msg.timestamp()
-        return TailRecord(
-            topic=msg.topic() or self.topic,
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            timestamp_ms=timestamp_ms if timestamp_ms >= 0 else None,
-            key=msg.key(),
-            headers=tuple(msg.headers() or ()),
-            raw_value=raw,
-            value=value,
-            value_error=value_error,
-        )
+
+def tail_record(msg: Message, serde: Serde) -> TailRecord:
+    """A consumed *msg* with its value decoded, or the reason it could not be."""
+    raw = msg.value()
+    value: dict[str, Any] | None = None
+    value_error: str | None = None
+    if raw is not None:  # a tombstone has no value and no error
+        try:
+            value = serde.decode_record(raw)
+        except MeshError as exc:  # undecodable bytes, or the registry failed
+            value_error = str(exc)
+    _, timestamp_ms = msg.timestamp()
+    return TailRecord(
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        timestamp_ms=timestamp_ms if timestamp_ms >= 0 else None,
+        key=msg.key(),
+        headers=tuple(msg.headers() or ()),
+        raw_value=raw,
+        value=value,
+        value_error=value_error,
+    )

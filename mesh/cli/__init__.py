@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from mesh.cli import config, dev, publish, registry, run, schema, tail
+from mesh.cli import config, dev, dlq, publish, registry, run, schema, tail
 from mesh.cli._console import err_console
 from mesh.errors import InputError, MeshError
 
@@ -24,6 +24,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(config.app, name="config")
 app.add_typer(registry.app, name="registry")
 app.add_typer(schema.app, name="schema")
+app.add_typer(dlq.app, name="dlq")
 app.command("run")(run.run)
 app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)

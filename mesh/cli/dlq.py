@@ -1,0 +1,269 @@
+"""``mesh dlq``: list, show and redrive dead letters (the library is :mod:`mesh.dlq`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, TaskID
+from rich.table import Column, Table
+
+__all__ = ["app"]
+
+from mesh.cli._app import load_app
+from mesh.cli._console import console, err_console
+from mesh.config import Settings, load_settings, parse_duration
+from mesh.dlq import (
+    DeadLetter,
+    DeadLetterFilter,
+    OnRead,
+    dead_letter_topics,
+    read_dead_letters,
+    read_one,
+    redrive,
+)
+from mesh.errors import ConfigError, InputError
+
+app = typer.Typer(
+    help="Dead letters: records agents gave up on. List, inspect, send back.",
+    no_args_is_help=True,
+)
+
+_MESSAGE_CHARS = 60
+
+AppSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--app", envvar="MESH_APP", metavar="MODULE:APP", help="App whose dead letters to read."
+    ),
+]
+Agent = Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")]
+Topic = Annotated[
+    str | None, typer.Option("--topic", "-t", help="Read this dead-letter topic (no --app).")
+]
+Since = Annotated[
+    str | None, typer.Option("--since", help="Only those failed within, e.g. 30m, 1h, 2d.")
+]
+ErrorClass = Annotated[
+    str | None,
+    typer.Option("--error-class", help="Only this exception class (qualified, or its tail)."),
+]
+Limit = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most N.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+
+
+@app.command("list")
+def list_(
+    *,
+    app_spec: AppSpec = None,
+    agent: Agent = None,
+    topic: Topic = None,
+    since: Since = None,
+    error_class: ErrorClass = None,
+    limit: Limit = None,
+    as_json: AsJson = False,
+    config_file: ConfigFile = None,
+) -> None:
+    """List dead letters (oldest first per topic), with the redrive count of each."""
+    settings, topics, where = _selection(
+        app_spec=app_spec,
+        agent=agent,
+        topic=topic,
+        since=since,
+        error_class=error_class,
+        config_file=config_file,
+    )
+    letters = _read(settings, topics, where, limit)
+    if as_json:
+        for letter in letters:
+            print(json.dumps(letter.summary()))
+        return
+    table = Table("agent", "kind", "class", "message", "attempts", "failed at", "correlation")
+    # The id goes first and whole (never wrapped): it is what `show` and filters take.
+    width = max((len(letter.id) for letter in letters), default=2)
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=width))
+    for letter in letters:
+        row = letter.summary()
+        message = row["error_message"] or ""
+        if len(message) > _MESSAGE_CHARS:
+            message = message[: _MESSAGE_CHARS - 1] + "…"
+        table.add_row(
+            *(
+                escape(str(v if v is not None else "-"))
+                for v in (
+                    row["id"],
+                    row["agent"],
+                    row["error_kind"],
+                    row["error_class"],
+                    message,
+                    row["attempts"],
+                    row["failed_at"],
+                    row["correlation_id"],
+                )
+            )
+        )
+    out = console
+    if not console.is_terminal:  # piped: not cut to 80 columns, a row per line stays greppable
+        unlimited = console.options.update_width(100_000)
+        out = Console(highlight=False, width=console.measure(table, options=unlimited).maximum)
+    out.print(table)
+    err_console.print(f"{len(letters)} dead letter(s) in {len(topics)} topic(s)")
+
+
+@app.command("show")
+def show(
+    *,
+    letter_id: Annotated[
+        str, typer.Argument(metavar="ID", help="DLQ_TOPIC:PARTITION:OFFSET, as listed.")
+    ],
+    as_json: AsJson = False,
+    config_file: ConfigFile = None,
+) -> None:
+    """Everything about one dead letter: why it failed (with the trace), headers, key, value."""
+    letter, record = read_one(load_settings(config_file), letter_id)
+    data = {**letter.summary(), "error_trace": letter.dlq("error-trace"), **record.to_json()}
+    if as_json:
+        print(json.dumps(data))
+        return
+    for name in ("id", "agent", "group", "error_kind", "error_class", "error_message", "attempts"):
+        console.print(f"[bold]{name}:[/] {escape(str(data[name]))}", soft_wrap=True)
+    original = f"{data['original_topic']}:{data['original_partition']}:{data['original_offset']}"
+    console.print(f"[bold]original:[/] {escape(original)}", soft_wrap=True)
+    for name in ("original_timestamp", "failed_at", "correlation_id", "event_type"):
+        console.print(f"[bold]{name}:[/] {escape(str(data[name]))}", soft_wrap=True)
+    console.print(f"[bold]redrive_count:[/] {data['redrive_count']}")
+    console.print(f"[bold]key:[/] {escape(str(data['key']))}", soft_wrap=True)
+    console.print("[bold]headers:[/]")
+    for name, value in data["headers"].items():
+        console.print(f"  {escape(name)}: {escape(_one_line(value))}", soft_wrap=True)
+    if record.value_error is not None:
+        console.print(f"[bold red]value_error:[/] {escape(record.value_error)}", soft_wrap=True)
+        console.print(f"[bold]value_base64:[/] {data['value_base64']}", soft_wrap=True)
+    else:
+        console.print(f"[bold]value:[/] {escape(json.dumps(data['value'], indent=2))}")
+    console.print("[bold]error_trace:[/]")
+    console.print(escape(data["error_trace"] or "-"), soft_wrap=True)
+
+
+@app.command("redrive")
+def redrive_(
+    *,
+    app_spec: AppSpec = None,
+    agent: Agent = None,
+    topic: Topic = None,
+    since: Since = None,
+    error_class: ErrorClass = None,
+    limit: Limit = None,
+    execute: Annotated[
+        bool, typer.Option("--execute/--dry-run", help="Send (default: only print the plan).")
+    ] = False,
+    max_redrives: Annotated[
+        int, typer.Option("--max-redrives", min=1, help="Skip records redriven this often.")
+    ] = 3,
+    config_file: ConfigFile = None,
+) -> None:
+    """Send matching dead letters back to their original topic for a fresh set of attempts.
+
+    The dead letters stay in their topic (Kafka cannot delete one record); running this
+    twice sends them twice.
+    Every consumer group of the original topic sees them again.
+    """
+    settings, topics, where = _selection(
+        app_spec=app_spec,
+        agent=agent,
+        topic=topic,
+        since=since,
+        error_class=error_class,
+        config_file=config_file,
+    )
+    letters = _read(settings, topics, where, limit)
+    report = redrive(settings, letters, max_redrives=max_redrives, execute=execute)
+    verb = "would send" if report.dry_run else "sent"
+    for letter in report.sent:
+        console.print(
+            f"{verb} {escape(letter.id)} -> {escape(letter.dlq('original-topic') or '')} "
+            f"(redrive {letter.redrive_count + 1})",
+            soft_wrap=True,
+        )
+    for letter, reason in report.skipped:
+        console.print(f"skipped {escape(letter.id)}: {escape(reason)}", soft_wrap=True)
+    for letter, reason in report.failed:
+        err_console.print(f"[red]failed[/] {escape(letter.id)}: {escape(reason)}", soft_wrap=True)
+    console.print(
+        f"matched {report.matched}, {verb} {len(report.sent)}, skipped {len(report.skipped)}"
+        + (f", failed {len(report.failed)}" if report.failed else "")
+        + (" (dry run: add --execute to send)" if report.dry_run and report.sent else "")
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _read(
+    settings: Settings, topics: list[str], where: DeadLetterFilter, limit: int | None
+) -> list[DeadLetter]:
+    with _progress() as on_read:
+        return list(read_dead_letters(settings, topics, where=where, limit=limit, on_read=on_read))
+
+
+def _selection(
+    *,
+    app_spec: str | None,
+    agent: str | None,
+    topic: str | None,
+    since: str | None,
+    error_class: str | None,
+    config_file: Path | None,
+) -> tuple[Settings, list[str], DeadLetterFilter]:
+    """Settings, dead-letter topics and filter from the common options; bad input raises."""
+    since_ms = None
+    if since is not None:
+        try:
+            since_ms = int((time.time() - parse_duration(since)) * 1000)
+        except ValueError as exc:
+            raise InputError(f"--since {since}: {exc}") from None
+    mesh_app = None
+    if topic is None and app_spec is not None:
+        try:
+            mesh_app = load_app(app_spec)
+        except ConfigError as exc:
+            raise InputError(f"--app {app_spec}: {exc}") from None
+    settings = (
+        mesh_app.settings if mesh_app is not None and config_file is None else None
+    ) or load_settings(config_file)
+    topics = dead_letter_topics(settings, app=mesh_app, agent=agent, topic=topic)
+    where = DeadLetterFilter(
+        since_ms=since_ms, error_class=error_class, agent=agent if mesh_app is None else None
+    )
+    return settings, topics, where
+
+
+@contextmanager
+def _progress() -> Iterator[OnRead | None]:
+    """A progress bar per topic on stderr when it is a terminal; nothing otherwise."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    with Progress(console=err_console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_read(topic: str, read: int, total: int) -> None:
+            if topic not in tasks:
+                tasks[topic] = bar.add_task(topic, total=total)
+            bar.update(tasks[topic], completed=read)
+
+        yield on_read
+
+
+def _one_line(value: str | None) -> str:
+    return "-" if value is None else value.replace("\n", "\\n")
