@@ -152,8 +152,6 @@ class AgentWorker:
         self._parked: dict[TP, int] = {}
         self._backpressure = False
         self._fatal: BaseException | None = None
-        #: Set once the group gave this worker its first partitions.
-        self.assigned = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -282,7 +280,6 @@ class AgentWorker:
         asyncio.run_coroutine_threadsafe(self._assign(tps), loop).result()
         if self._backpressure:
             consumer.pause(partitions)
-        self.assigned.set()
         log.info("agent %s: assigned %s", self.options.agent, sorted(tps))
 
     async def _assign(self, tps: list[TP]) -> None:
