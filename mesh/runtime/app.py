@@ -277,14 +277,11 @@ class Mesh:
         types_needed = {t for spec in specs for t in spec.consumes + spec.emits}
         for event_type in sorted(types_needed, key=lambda t: t.event_type()):
             verify_schema(event_type, self.schemas_dir)
+        # Through the publisher: it then knows these topics exist and skips the check
+        # on the first send.
+        self._get_publisher().ensure_topics(types_needed)
         topics = self.settings.topics
-        config = {} if topics.retention_ms is None else {"retention.ms": str(topics.retention_ms)}
-        wanted = {
-            t.topic(): TopicSpec(t.topic(), topics.partitions, topics.replication_factor, config)
-            for t in types_needed
-        }
         admin = AdminClient(self.settings.kafka_config())
-        ensure_topics(admin, wanted.values())
         sizes = existing_topics(admin)
         failures = [
             TopicSpec(
