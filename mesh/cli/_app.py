@@ -10,6 +10,13 @@ from mesh.errors import ConfigError
 from mesh.runtime.app import Mesh
 
 
+def import_from_cwd() -> None:
+    """Make the project's own modules importable, as ``python -m`` would see them."""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def load_object(spec: str) -> object:
     """Import ``package.module:attribute`` (the working directory is importable)."""
     module_name, _, attribute = spec.partition(":")
@@ -17,9 +24,7 @@ def load_object(spec: str) -> object:
         raise ConfigError(
             f"{spec!r} is not of the form module:attribute (e.g. agents.research:app)"
         )
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    import_from_cwd()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
+from mesh.cli._app import import_from_cwd
 from mesh.cli._console import console
 from mesh.errors import SchemaError
 from mesh.schema import SCHEMA_DIR, find_event_types, generate_schemas
@@ -44,9 +44,7 @@ def gen(
     ] = False,
 ) -> None:
     """Write schemas/<namespace>.<Name>.avsc for every event type of the modules."""
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:  # the project's own modules, as `python -m` would see them
-        sys.path.insert(0, cwd)
+    import_from_cwd()
     event_types = find_event_types(modules)
     if not event_types:
         raise SchemaError(f"no event types (subclasses of mesh.Event) in {', '.join(modules)}")
