@@ -28,9 +28,10 @@ class PartitionOffsets:
         #: The next offset to commit (Kafka commits "the next offset to read"), or None.
         self.committable: int | None = None
 
-    def __len__(self) -> int:
-        """Events received and not yet covered by the committable offset."""
-        return len(self._pending)
+    @property
+    def unfinished(self) -> int:
+        """Events received and not finished yet."""
+        return len(self._pending) - len(self._done)
 
     def add(self, offset: int) -> None:
         self._pending.append(offset)

@@ -150,6 +150,7 @@ class AgentWorker:
         # Poll-thread state: retry partitions rewound to a record not yet due (-> due ms),
         # and whether the loop asked to pause everything (too many events buffered).
         self._parked: dict[TP, int] = {}
+        self._polled: list[Message] = []  # polled, not yet handed to the loop
         self._backpressure = False
         self._fatal: BaseException | None = None
 
@@ -194,10 +195,15 @@ class AgentWorker:
     # -- poll thread -----------------------------------------------------------------
 
     def _poll_forever(self) -> None:
-        consumer, batch_size = self._consumer, self.options.batch_size
         loop = self._loop
         assert loop is not None
-        retry_topics = self.options.retry_sources
+        try:
+            self._poll_until_stopped()
+        except BaseException as exc:  # a dead poll thread would stall the agent silently
+            loop.call_soon_threadsafe(self._fail, exc)
+
+    def _poll_until_stopped(self) -> None:
+        consumer, batch_size = self._consumer, self.options.batch_size
         while not self._stopping.is_set():
             self._apply_outbox()
             timeout_s = self._unpark_due() if self._parked else _POLL_S
@@ -205,14 +211,23 @@ class AgentWorker:
                 first = consumer.poll(timeout_s)
                 if first is None:
                     continue
-                batch = [first, *consumer.consume(batch_size - 1, timeout=0)]
+                self._polled.append(first)
+                # A rebalance callback served by consume() dispatches what was polled
+                # before it, so the loop sees records and rebalances in their true order.
+                self._polled.extend(consumer.consume(batch_size - 1, timeout=0))
             except KafkaException as exc:
                 log.error("agent %s: poll failed: %s", self.options.agent, exc)
-                continue
-            if retry_topics:
-                batch = self._hold_not_due(batch)
-            if batch:
-                loop.call_soon_threadsafe(self._accept, batch)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand the records polled so far to the loop (poll thread)."""
+        batch, self._polled = self._polled, []
+        if self.options.retry_sources:
+            batch = self._hold_not_due(batch)
+        if batch:
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon_threadsafe(self._accept, batch)
 
     def _hold_not_due(self, batch: list[Message]) -> list[Message]:
         """Rewind retry partitions whose head is not due yet; pass the rest on.
@@ -276,10 +291,14 @@ class AgentWorker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         loop = self._loop
         assert loop is not None
+        self._dispatch()
         tps = [(p.topic, p.partition) for p in partitions]
         asyncio.run_coroutine_threadsafe(self._assign(tps), loop).result()
-        if self._backpressure:
-            consumer.pause(partitions)
+        consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition's pause flag across revoke and re-assign: one
+        # revoked while paused would never be fetched again. Set it explicitly.
+        if partitions:
+            (consumer.pause if self._backpressure else consumer.resume)(partitions)
         log.info("agent %s: assigned %s", self.options.agent, sorted(tps))
 
     async def _assign(self, tps: list[TP]) -> None:
@@ -291,6 +310,7 @@ class AgentWorker:
             return
         loop = self._loop
         assert loop is not None
+        self._dispatch()
         tps = {(p.topic, p.partition) for p in partitions}
         for tp in tps:
             self._parked.pop(tp, None)
@@ -325,8 +345,7 @@ class AgentWorker:
                     continue
                 self._lanes[lane_key] = deque()
             self._start(job)
-        if not self._paused and self._buffered >= self.options.concurrency:
-            self._set_paused(True)
+        self._update_backpressure()
         self.flush_offsets()
 
     def _start(self, job: _Job) -> None:
@@ -511,12 +530,16 @@ class AgentWorker:
         self._buffered -= 1
         if part.offsets.complete(job.msg.offset()):
             self._dirty.add((job.msg.topic(), job.msg.partition()))
-        if self._paused and self._buffered <= self.options.concurrency // 2:
-            self._set_paused(False)
+        if self._paused:
+            self._update_backpressure()
 
-    def _set_paused(self, paused: bool) -> None:
-        self._paused = paused
-        self._outbox.append(functools.partial(self._apply_backpressure, paused))
+    def _update_backpressure(self) -> None:
+        """Pause every partition at ``concurrency`` buffered events, resume at half."""
+        limit = self.options.concurrency
+        paused = self._buffered >= limit if not self._paused else self._buffered > limit // 2
+        if paused != self._paused:
+            self._paused = paused
+            self._outbox.append(functools.partial(self._apply_backpressure, paused))
 
     def flush_offsets(self) -> None:
         """Serve delivery callbacks, then store the committable offsets that moved.
@@ -562,8 +585,9 @@ class AgentWorker:
         self.flush_offsets()
         for tp, part in parts.items():
             part.revoked = True
-            self._buffered -= len(part.offsets)
+            self._buffered -= part.offsets.unfinished
             del self._parts[tp]
+        self._update_backpressure()  # what was buffered for *tps* no longer holds the rest
 
 
 def _store(offsets: list[TopicPartition], consumer: Consumer) -> None:

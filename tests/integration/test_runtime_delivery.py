@@ -104,6 +104,56 @@ def test_in_partition_concurrency_keeps_key_order_and_never_commits_past_unfinis
             assert not unfinished, f"committed {committed} while {unfinished[:5]} were unfinished"
 
 
+def test_a_worker_paused_by_backpressure_resumes_when_its_partitions_are_revoked(
+    make_app: Callable[..., Mesh], mesh_settings: Settings, schemas_dir: Path
+) -> None:
+    """Revoked partitions take their buffered events along: the pause must lift with them."""
+    topic = unique_name("pause")
+
+    class Item(Event, topic=topic, key="lane", name="test.Item"):
+        lane: str
+        seq: int
+
+    settings = mesh_settings.model_copy(update={"topics": TopicDefaults(partitions=2)})
+    first = make_app(Item, settings=settings)
+    second = Mesh(first.name, settings=settings, schemas_dir=schemas_dir)
+    handled: set[tuple[int, int]] = set()
+
+    async def work(event: Item, ctx: Context) -> None:
+        await asyncio.sleep(0.3 if event.seq < 100 else 0)
+        handled.add((ctx.partition, event.seq))
+
+    for app in (first, second):
+        app.agent("worker", consumes=Item, concurrency=2)(work)
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    serde = first._get_serde()
+
+    def produce(seqs: range) -> None:
+        for partition in (0, 1):
+            for seq in seqs:  # one key per partition: one event at a time, the rest buffered
+                event = Item(lane=f"p{partition}", seq=seq)
+                producer.produce(
+                    topic, serde.encode(event, topic), event.lane.encode(), partition=partition
+                )
+        producer.flush(10)
+
+    def wait_for(expected: set[tuple[int, int]]) -> None:
+        deadline = time.monotonic() + 60
+        while not expected <= handled:
+            missing = sorted(expected - handled)
+            assert time.monotonic() < deadline, f"never handled: {missing[:10]}"
+            time.sleep(0.1)
+
+    with running(first):
+        produce(range(30))  # 9 s of work per partition: paused by backpressure throughout
+        time.sleep(0.5)
+        with running(second):  # takes one partition from the first app while it is paused
+            wait_for({(p, seq) for p in (0, 1) for seq in range(30)})
+        # The second app left: the first gets its partition back, now with nothing buffered.
+        produce(range(100, 110))
+        wait_for({(p, seq) for p in (0, 1) for seq in range(100, 110)})
+
+
 def relay_env(mesh_settings: Settings, prefix: str, schemas: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -129,14 +179,22 @@ def load_relay(prefix: str, schemas: Path) -> ModuleType:
     return relay
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mesh", "run", "tests.integration.apps.relay:app"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A ``mesh run`` process of the relay app, logging to *log* (shown when a test fails)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mesh", "run", "tests.integration.apps.relay:app"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def show_logs(directory: Path) -> None:
+    """Print the worker logs; pytest shows them when the test failed."""
+    for log in sorted(directory.glob("*.log")):
+        print(f"----- {log.name}\n{log.read_text(errors='replace')[-20_000:]}")
 
 
 def handled_ids(settings: Settings, relay: ModuleType, serde: Serde, total: int) -> set[str]:
@@ -156,7 +214,7 @@ def test_kill_9_of_a_worker_loses_nothing(mesh_settings: Settings, tmp_path: Pat
     prefix = unique_name("relay")
     env = relay_env(mesh_settings, prefix, tmp_path / "schemas")
     relay = load_relay(prefix, tmp_path / "schemas")
-    workers = [start_worker(env), start_worker(env)]
+    workers = [start_worker(env, tmp_path / f"worker-{n}.log") for n in range(2)]
     try:
         time.sleep(2)  # both join the group before the stream starts
         app = Mesh(
@@ -178,21 +236,7 @@ def test_kill_9_of_a_worker_loses_nothing(mesh_settings: Settings, tmp_path: Pat
                 )
                 workers[0].send_signal(signal.SIGKILL)  # mid-stream, no goodbye
         producer.flush(10)
-        done = read_topic(
-            mesh_settings.bootstrap_servers,
-            relay.JobDone.topic(),
-            total,
-            partitions=4,
-            timeout_s=120,
-        )
-        handled = {serde.decode(m.value(), relay.JobDone).job_id for m in done}
-        while len(handled) < total:  # duplicates are allowed (at-least-once); gaps are not
-            more = read_topic(
-                mesh_settings.bootstrap_servers, relay.JobDone.topic(), len(done) + 500,
-                partitions=4, timeout_s=120,
-            )  # fmt: skip
-            handled = {serde.decode(m.value(), relay.JobDone).job_id for m in more}
-            done = more
+        handled = handled_ids(mesh_settings, relay, serde, total)
         assert handled == {f"job-{i}" for i in range(total)}
         assert workers[0].wait(10) == -signal.SIGKILL
         survivor = workers[1]
@@ -203,6 +247,7 @@ def test_kill_9_of_a_worker_loses_nothing(mesh_settings: Settings, tmp_path: Pat
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        show_logs(tmp_path)
 
 
 def test_kill_9_while_records_wait_in_retry_topics_loses_nothing(
@@ -216,7 +261,7 @@ def test_kill_9_while_records_wait_in_retry_topics_loses_nothing(
     )
     serde = app._get_serde()
     retry_topic = f"{relay.Job.topic()}.{prefix}-app.relay.retry.2s"
-    first = start_worker(env)
+    first = start_worker(env, tmp_path / "first.log")
     second = None
     try:
         total = 500
@@ -231,7 +276,7 @@ def test_kill_9_while_records_wait_in_retry_topics_loses_nothing(
         read_topic(mesh_settings.bootstrap_servers, retry_topic, total, partitions=4)
         first.send_signal(signal.SIGKILL)  # ...and kill the worker before any is due
         assert first.wait(10) == -signal.SIGKILL
-        second = start_worker(env)
+        second = start_worker(env, tmp_path / "second.log")
         handled = handled_ids(mesh_settings, relay, serde, total)
         assert handled == {f"job-{i}" for i in range(total)}
         second.send_signal(signal.SIGTERM)
@@ -241,3 +286,4 @@ def test_kill_9_while_records_wait_in_retry_topics_loses_nothing(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        show_logs(tmp_path)

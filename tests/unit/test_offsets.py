@@ -10,6 +10,7 @@ def test_commit_point_is_the_first_unfinished_offset() -> None:
     assert offsets.committable is None
     assert offsets.complete(12) is False
     assert offsets.committable is None
+    assert offsets.unfinished == 3
     assert offsets.complete(10) is True
     assert offsets.committable == 11
     assert offsets.complete(11) is True
@@ -17,7 +18,7 @@ def test_commit_point_is_the_first_unfinished_offset() -> None:
     assert offsets.oldest_unfinished() == 13
     assert offsets.complete(13) is True
     assert offsets.committable == 14
-    assert len(offsets) == 0
+    assert offsets.unfinished == 0
 
 
 def test_gaps_in_offsets_do_not_block() -> None:
@@ -43,6 +44,7 @@ def test_random_completion_order_never_passes_an_unfinished_offset() -> None:
     for offset in order:
         offsets.complete(offset)
         finished.add(offset)
+        assert offsets.unfinished == 1000 - len(finished)
         if offsets.committable is not None:
             assert all(o in finished for o in range(offsets.committable))
             assert offsets.committable == len(finished) or offsets.committable not in finished
