@@ -25,9 +25,9 @@ import aiohttp
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from mesh.compatibility import CompatibilityLevel
 from mesh.devstack import free_port, start_broker, start_registry
 from mesh.registry import records
-from mesh.registry.compat import CompatibilityLevel
 from mesh.topics import TopicSpec, ensure_topics
 
 VERSIONS_PER_SUBJECT = 10

@@ -15,7 +15,7 @@ import pkgutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from mesh.errors import SchemaError
 from mesh.event import Event
@@ -34,6 +34,18 @@ __all__ = [
 SCHEMA_DIR = Path("schemas")
 _SHOWN_CHARS = 120
 _ABSENT = object()  # a key the schema does not have (unlike a null value)
+
+
+class _Sides(NamedTuple):
+    """How differences name the two schemas compared."""
+
+    left: str
+    right: str
+    the_left: str
+    the_right: str
+
+
+_MODEL_SIDES = _Sides("model", ".avsc", "the model", "the .avsc")
 
 #: What ``generate_schemas`` did (or, with ``check``, found) for one event type.
 FileState = Literal["unchanged", "created", "updated", "missing", "drifted"]
@@ -131,13 +143,18 @@ def verify_schema(event_type: type[Event], schema_dir: Path = SCHEMA_DIR) -> Non
         )
 
 
-def diff_schemas(model: Any, avsc: Any) -> list[str]:
-    """How the ``.avsc`` schema *avsc* differs from the model's schema, one line each."""
+def diff_schemas(model: Any, avsc: Any, *, labels: tuple[str, str] | None = None) -> list[str]:
+    """How the ``.avsc`` schema *avsc* differs from the model's schema, one line each.
+
+    *labels* name the two sides otherwise (``("version 2", "version 3")``): the same
+    field-level diff serves ``mesh schema diff``.
+    """
+    sides = _MODEL_SIDES if labels is None else _Sides(*labels, *labels)
     if model == avsc:
         return []
     if _is_record(model) and _is_record(avsc):
-        return _diff_record(model, avsc, prefix="") or ["the schemas differ"]
-    return [f"schema differs: model {_show(model)}, .avsc {_show(avsc)}"]
+        return _diff_record(model, avsc, "", sides) or ["the schemas differ"]
+    return [f"schema differs: {sides.left} {_show(model)}, {sides.right} {_show(avsc)}"]
 
 
 def _compare(event_type: type[Event], text: str) -> Iterator[str]:
@@ -149,61 +166,67 @@ def _compare(event_type: type[Event], text: str) -> Iterator[str]:
     yield from diff_schemas(event_type.avro_schema(), avsc)
 
 
-def _diff_record(model: dict[str, Any], avsc: dict[str, Any], prefix: str) -> list[str]:
+def _diff_record(
+    model: dict[str, Any], avsc: dict[str, Any], prefix: str, sides: _Sides
+) -> list[str]:
     where = f"record '{prefix.rstrip('.')}'" if prefix else "record"
     out = [
-        f"{where}: {key} differs: model {_show(model.get(key, _ABSENT))}, "
-        f".avsc {_show(avsc.get(key, _ABSENT))}"
+        f"{where}: {key} differs: {sides.left} {_show(model.get(key, _ABSENT))}, "
+        f"{sides.right} {_show(avsc.get(key, _ABSENT))}"
         for key in _keys(model, avsc, skip={"fields"})
         if _json(model.get(key, _ABSENT)) != _json(avsc.get(key, _ABSENT))
     ]
     model_fields = {field["name"]: field for field in model.get("fields", [])}
     avsc_fields = {field.get("name"): field for field in avsc.get("fields", [])}
     for name in model_fields.keys() - avsc_fields.keys():
-        out.append(f"field '{prefix}{name}': in the model, missing from the .avsc")
+        out.append(f"field '{prefix}{name}': in {sides.the_left}, missing from {sides.the_right}")
     for name in avsc_fields.keys() - model_fields.keys():
-        out.append(f"field '{prefix}{name}': in the .avsc, not in the model")
+        out.append(f"field '{prefix}{name}': in {sides.the_right}, not in {sides.the_left}")
     for name, field in model_fields.items():
         if name in avsc_fields:
-            out.extend(_diff_field(field, avsc_fields[name], f"{prefix}{name}"))
+            out.extend(_diff_field(field, avsc_fields[name], f"{prefix}{name}", sides))
     model_order = [name for name in model_fields if name in avsc_fields]
     avsc_order = [name for name in avsc_fields if name in model_fields]
     if model_order != avsc_order:
         out.append(
             f"{where}: field order differs (it changes the binary encoding): "
-            f"model {model_order}, .avsc {avsc_order}"
+            f"{sides.left} {model_order}, {sides.right} {avsc_order}"
         )
     return sorted(out)
 
 
-def _diff_field(model: dict[str, Any], avsc: dict[str, Any], path: str) -> list[str]:
-    out = _diff_type(model["type"], avsc.get("type", _ABSENT), path)
+def _diff_field(model: dict[str, Any], avsc: dict[str, Any], path: str, sides: _Sides) -> list[str]:
+    out = _diff_type(model["type"], avsc.get("type", _ABSENT), path, sides)
     for key in _keys(model, avsc, skip={"name", "type"}):
         if _json(model.get(key, _ABSENT)) != _json(avsc.get(key, _ABSENT)):
             out.append(
-                f"field '{path}': {key} differs: model {_show(model.get(key, _ABSENT))}, "
-                f".avsc {_show(avsc.get(key, _ABSENT))}"
+                f"field '{path}': {key} differs: {sides.left} {_show(model.get(key, _ABSENT))}, "
+                f"{sides.right} {_show(avsc.get(key, _ABSENT))}"
             )
     return out
 
 
-def _diff_type(model: Any, avsc: Any, path: str) -> list[str]:
+def _diff_type(model: Any, avsc: Any, path: str, sides: _Sides) -> list[str]:
     """Type differences, descending into records, array items, map values, union branches."""
     if model == avsc:
         return []
     if _is_record(model) and _is_record(avsc):
-        return _diff_record(model, avsc, prefix=f"{path}.")
+        return _diff_record(model, avsc, f"{path}.", sides)
     if _is_a(model, "array") and _is_a(avsc, "array"):
-        return _diff_type(model["items"], avsc["items"], f"{path}[]")
+        return _diff_type(model["items"], avsc["items"], f"{path}[]", sides)
     if _is_a(model, "map") and _is_a(avsc, "map"):
-        return _diff_type(model["values"], avsc["values"], f"{path}{{}}")
+        return _diff_type(model["values"], avsc["values"], f"{path}{{}}", sides)
     if isinstance(model, list) and isinstance(avsc, list) and len(model) == len(avsc):
         kinds = [_kind(branch) for branch in model]
         if kinds == [_kind(branch) for branch in avsc]:
             return [
-                line for m, a in zip(model, avsc, strict=True) for line in _diff_type(m, a, path)
+                line
+                for m, a in zip(model, avsc, strict=True)
+                for line in _diff_type(m, a, path, sides)
             ]
-    return [f"field '{path}': type differs: model {_show(model)}, .avsc {_show(avsc)}"]
+    return [
+        f"field '{path}': type differs: {sides.left} {_show(model)}, {sides.right} {_show(avsc)}"
+    ]
 
 
 def _kind(schema: Any) -> Any:

@@ -13,13 +13,15 @@ import base64
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
-from mesh.registry.compat import CompatibilityLevel, parse_level
+from mesh.compatibility import CompatibilityLevel, parse_level
+from mesh.metrics import RegistryMetrics
 from mesh.registry.election import Election
 from mesh.registry.errors import ApiError, NotPrimaryError
 from mesh.registry.forward import CONTENT_TYPE, FORWARDED_HEADER, OFFSET_HEADER, Forwarder
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request, list[str]], Awaitable[web.StreamResponse]]
 _RETRY_S = 0.1
+_UNMATCHED = "unmatched"  # the endpoint label of requests no route (and method) takes
 
 
 class Api:
@@ -51,8 +54,10 @@ class Api:
         forwarder: Forwarder,
         basic_auth: str | None,
         forward_timeout_s: float,
+        metrics: RegistryMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._registry = registry
         self._election = election
         self._reader = reader
@@ -91,22 +96,33 @@ class Api:
             self._routes.setdefault(key, {})[method] = handler
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The one aiohttp handler: authenticate, route, answer every error the Confluent way."""
+        """The one aiohttp handler: authenticate, route, answer every error the Confluent way.
+
+        Each answer is counted by route template (``/subjects/{}/versions``), never by raw
+        path, so the metric's labels stay bounded.
+        """
+        started = time.perf_counter()
+        endpoint = _UNMATCHED
         parts = _split(request.raw_path.partition("?")[0])
         try:
             if self._token is not None and (request.method, parts) != ("GET", []):
                 self._authenticate(request)
-            handler, params = self._route(request.method, parts)
-            return await handler(request, params)
+            handler, params, endpoint = self._route(request.method, parts)
+            response = await handler(request, params)
         except ApiError as exc:
             if exc.status >= 500:
                 log.warning("%s %s: %s", request.method, request.path, exc.message)
-            return _error(exc)
+            response = _error(exc)
         except web.HTTPException as exc:  # e.g. 413 from aiohttp when reading a huge body
-            return _error(ApiError(exc.status, exc.status, exc.reason))
+            response = _error(ApiError(exc.status, exc.status, exc.reason))
         except Exception:
             log.exception("bug while answering %s %s", request.method, request.path)
-            return _error(ApiError.internal())
+            response = _error(ApiError.internal())
+        if self._metrics is not None:
+            method = request.method if endpoint != _UNMATCHED else "other"
+            elapsed_s = time.perf_counter() - started
+            self._metrics.observe(method, endpoint, response.status, elapsed_s)
+        return response
 
     def _authenticate(self, request: web.Request) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -116,7 +132,8 @@ class Api:
         ):
             raise ApiError.unauthorized()
 
-    def _route(self, method: str, parts: list[str]) -> tuple[Handler, list[str]]:
+    def _route(self, method: str, parts: list[str]) -> tuple[Handler, list[str], str]:
+        """The handler, its path parameters and the route template."""
         allowed: dict[str, Handler] | None = None
         for pattern, handlers in self._routes.items():
             if len(pattern) == len(parts) and all(
@@ -125,7 +142,8 @@ class Api:
                 allowed = handlers
                 params = [part for p, part in zip(pattern, parts, strict=True) if p is None]
                 if method in handlers:
-                    return handlers[method], params
+                    template = "/" + "/".join("{}" if p is None else p for p in pattern)
+                    return handlers[method], params, template
         raise ApiError.route_not_found() if allowed is None else ApiError.method_not_allowed()
 
     async def _write(

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.registry.compat import CompatibilityLevel, parse_level
+from mesh.compatibility import CompatibilityLevel, parse_level
 from mesh.registry.schema import Reference, compact_json
 
 __all__ = [

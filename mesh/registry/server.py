@@ -8,6 +8,7 @@ the registry joins the primary election (writes wait for it; reads do not).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import socket
@@ -17,8 +18,10 @@ from typing import Any
 
 from aiohttp import web
 from confluent_kafka.admin import AdminClient
+from prometheus_client.exposition import choose_encoder
 
 from mesh.errors import RegistryServerError
+from mesh.metrics import RegistryMetrics
 from mesh.registry.api import Api
 from mesh.registry.election import Election
 from mesh.registry.forward import Forwarder
@@ -97,6 +100,7 @@ async def serve(config: RegistryConfig, *, stop: asyncio.Event) -> None:
     )
     reader.on_rejected = registry.repair
     forwarder = Forwarder(reader=reader, timeout_s=config.write_timeout_s)
+    metrics = RegistryMetrics()
     api = Api(
         store=store,
         registry=registry,
@@ -105,8 +109,10 @@ async def serve(config: RegistryConfig, *, stop: asyncio.Event) -> None:
         forwarder=forwarder,
         basic_auth=config.basic_auth,
         forward_timeout_s=config.write_timeout_s,
+        metrics=metrics,
     )
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
+    app.router.add_get("/metrics", functools.partial(_metrics, metrics))  # before the catch-all
     app.router.add_route("*", "/{tail:.*}", api.handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     reader.start()
@@ -128,6 +134,12 @@ async def serve(config: RegistryConfig, *, stop: asyncio.Event) -> None:
         await forwarder.close()
         writer.close()
         reader.close()
+
+
+async def _metrics(metrics: RegistryMetrics, request: web.Request) -> web.Response:
+    """Prometheus exposition; open even with basic auth: it holds counts, no data."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encoder(metrics.registry), headers={"Content-Type": content_type})
 
 
 async def _until_caught_up(reader: Reader, config: RegistryConfig) -> None:

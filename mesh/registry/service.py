@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from mesh.compatibility import CompatibilityLevel, check_compatibility
 from mesh.registry import records
-from mesh.registry.compat import CompatibilityLevel, check_compatibility
 from mesh.registry.election import Election
 from mesh.registry.errors import ApiError, NotPrimaryError
 from mesh.registry.reader import Reader

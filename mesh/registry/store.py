@@ -16,7 +16,7 @@ from typing import NewType
 
 import avro.schema
 
-from mesh.registry.compat import DEFAULT_LEVEL, CompatibilityLevel
+from mesh.compatibility import DEFAULT_LEVEL, CompatibilityLevel
 from mesh.registry.errors import ApiError
 from mesh.registry.records import (
     Announcement,

@@ -7,7 +7,7 @@ import json
 import avro.schema
 import pytest
 
-from mesh.registry.compat import CompatibilityLevel, check_compatibility, parse_level
+from mesh.compatibility import CompatibilityLevel, check_compatibility, parse_level
 
 
 def record(*fields: dict[str, object]) -> avro.schema.Schema:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from mesh.compatibility import CompatibilityLevel
 from mesh.registry import records
-from mesh.registry.compat import CompatibilityLevel
 from mesh.registry.schema import Reference
 
 

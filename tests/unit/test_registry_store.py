@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mesh.registry.compat import CompatibilityLevel
+from mesh.compatibility import CompatibilityLevel
 from mesh.registry.errors import ApiError
 from mesh.registry.records import Announcement, ConfigChange, IdFloor, SchemaDrop, SchemaPut
 from mesh.registry.schema import Reference
