@@ -9,6 +9,7 @@ librdkafka properties, which is how SASL/SSL settings reach Kafka unchanged.
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import random
 import re
@@ -45,6 +46,7 @@ DEFAULT_CONFIG_FILE = "mesh.toml"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _MASK = "**********"
+_KAFKA_LOG = logging.getLogger("mesh.kafka")
 _SECRET_KEY = re.compile(r"password|secret|token|\.key(\.|$)|credentials", re.IGNORECASE)
 
 
@@ -159,6 +161,9 @@ class Settings(BaseSettings):
     subject_strategy: Literal["topic_name", "record_name", "topic_record_name"] = "topic_name"
     topics: TopicDefaults = Field(default_factory=TopicDefaults)
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    #: ``mesh run`` serves /metrics, /healthz and /readyz here; 0 turns it off.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
 
     @classmethod
     def settings_customise_sources(
@@ -172,8 +177,17 @@ class Settings(BaseSettings):
         return init_settings, env_settings, _FileSource(settings_cls)
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka configuration: bootstrap servers, the user's properties, then overrides."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka, **overrides}
+        """librdkafka configuration: bootstrap servers, the user's properties, then overrides.
+
+        librdkafka's own log lines go through the ``mesh.kafka`` logger rather than
+        straight to stderr, so they follow the process's log format (JSON lines).
+        """
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "logger": _KAFKA_LOG,
+            **self.kafka,
+            **overrides,
+        }
 
     def registry_config(self) -> dict[str, Any]:
         """Configuration for ``confluent_kafka.schema_registry.SchemaRegistryClient``."""

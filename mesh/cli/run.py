@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
 from mesh.cli._app import load_app
+from mesh.logs import configure_logging
+from mesh.runtime.status import observed
 
 
 def run(
@@ -17,14 +18,28 @@ def run(
         typer.Option("--agent", "-a", help="Run only this agent (repeatable); default: all."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve /metrics, /healthz and /readyz on this port; 0: off "
+            "(default: metrics_port in settings, 9464; taken: a warning).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the agents of an app until SIGTERM/SIGINT; start more processes to scale out.
 
     Each agent is one consumer group (APP.AGENT); processes running the same app share
     the partitions of each group. On SIGTERM in-flight events finish (bounded), offsets
-    are committed, then the process leaves the group.
+    are committed, then the process leaves the group. Logs are JSON lines unless stderr
+    is a terminal.
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    load_app(app_spec).run(agent or None)
+    configure_logging(log_level)
+    app = load_app(app_spec)
+    settings = app.settings
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    chosen = metrics_port is not None or "metrics_port" in settings.model_fields_set
+    with observed(app, agent, port=port, host=settings.metrics_host, required=chosen) as metrics:
+        app.run(agent or None, metrics=metrics)
