@@ -28,7 +28,7 @@ from confluent_kafka import Producer
 from mesh import Context, Envelope, Event, Mesh, Settings
 from mesh.config import RetryPolicy, TopicDefaults
 from mesh.devstack import free_port, start_broker, start_registry
-from mesh.runtime.retry import RETRY_DUE_AT
+from mesh.headers import DUE_TS
 from mesh.schema import generate_schemas
 from mesh.serde import Serde
 
@@ -96,7 +96,7 @@ def run_agent(
     async def worker(event: Event, ctx: Context) -> None:
         nonlocal succeeded
         if ctx.attempt > 1:
-            lateness_ms.append(time.time() * 1000 - int(ctx.headers[RETRY_DUE_AT]))
+            lateness_ms.append(time.time() * 1000 - int(ctx.headers[DUE_TS]))
         elif fail_every and event.n % fail_every == 0:
             raise Flaky("transient")
         else:

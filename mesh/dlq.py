@@ -1,8 +1,10 @@
 """Dead letters for review (``mesh dlq``): list, inspect and redrive what agents gave up on.
 
-A dead letter is the failed record, byte for byte, in ``{source}.{group}.dlq`` with
-``mesh.dlq.*`` headers saying why (see :mod:`mesh.runtime.dead_letter`). It is named by
-its place in that topic, ``{dlq_topic}:{partition}:{offset}``: stable and copy-pasteable.
+A dead letter is the failed record, byte for byte, in ``{source}.{group}.dlq`` with the
+failure headers of the :mod:`mesh.headers` contract saying why (``mesh.dlq.reason``,
+``mesh.error.kind``, ``mesh.exception.*``, ``mesh.original.*``). It is named by its place
+in that topic, ``{dlq_topic}:{partition}:{offset}``: stable and copy-pasteable; the time
+it failed for good is that record's timestamp.
 
 Kafka cannot delete one record, so a redriven dead letter stays in its topic. Nothing
 records which ids were redriven: the copy sent back carries ``mesh.redrive-count``, and
@@ -23,18 +25,18 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, Message
 from confluent_kafka.admin import AdminClient
 
+from mesh import headers as h
 from mesh.config import Settings
-from mesh.envelope import CORRELATION_ID, EVENT_TYPE
 from mesh.errors import InputError
 from mesh.runtime.app import Mesh
-from mesh.runtime.dead_letter import HEADER_PREFIX, dead_letter_topic
+from mesh.runtime.dead_letter import dead_letter_topic
+from mesh.runtime.failure import DeadLetterReason
 from mesh.runtime.publisher import Publisher
 from mesh.serde import Serde
 from mesh.tail import Tail, TailRecord, tail_record
 from mesh.topics import existing_topics
 
 __all__ = [
-    "REDRIVE_COUNT",
     "DeadLetter",
     "DeadLetterFilter",
     "RedriveReport",
@@ -47,10 +49,8 @@ __all__ = [
     "redriven_headers",
 ]
 
-#: How many times a record was sent back from a dead-letter topic.
-REDRIVE_COUNT = "mesh.redrive-count"
 #: Headers that describe a past failure or retry, not the record: never sent back.
-_NOT_REDRIVEN = (HEADER_PREFIX, "mesh.retry.", REDRIVE_COUNT)
+_NOT_REDRIVEN = h.FAILURE_HEADERS | {h.REDRIVE_COUNT}
 
 #: Progress callback: (dlq topic, records read so far, records in the topic).
 OnRead = Callable[[str, int, int], None]
@@ -66,9 +66,11 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...]
+    timestamp_ms: int | None = None  # when it was dead-lettered
 
     @classmethod
     def from_message(cls, msg: Message) -> DeadLetter:
+        _, timestamp_ms = msg.timestamp()
         return cls(
             topic=msg.topic() or "",
             partition=msg.partition() or 0,
@@ -76,6 +78,7 @@ class DeadLetter:
             key=msg.key(),
             value=msg.value(),
             headers=tuple(msg.headers() or ()),
+            timestamp_ms=timestamp_ms if timestamp_ms >= 0 else None,
         )
 
     @property
@@ -89,47 +92,48 @@ class DeadLetter:
                 return None if raw is None else raw.decode("utf-8", "replace")
         return None
 
-    def dlq(self, name: str) -> str | None:
-        return self.header(HEADER_PREFIX + name)
-
-    def dlq_int(self, name: str) -> int | None:
-        return _int(self.dlq(name))
+    def header_int(self, name: str) -> int | None:
+        return _int(self.header(name))
 
     @property
     def error_class(self) -> str:
-        return self.dlq("error-class") or ""
+        return self.header(h.EXCEPTION_CLASS) or ""
 
     @property
-    def failed_at_ms(self) -> int | None:
-        return self.dlq_int("failed-at")
+    def original_topic(self) -> str | None:
+        return self.header(h.ORIGINAL_TOPIC)
 
     @property
     def redrive_count(self) -> int:
-        return _int(self.header(REDRIVE_COUNT)) or 0
+        return self.header_int(h.REDRIVE_COUNT) or 0
 
     def summary(self) -> dict[str, Any]:
         """The JSON object ``mesh dlq list --json`` prints."""
-        original_ms = self.dlq_int("original-timestamp")
+        original_ms = self.header_int(h.ORIGINAL_TIMESTAMP)
+        first_failure_ms = self.header_int(h.FIRST_FAILURE_TS)
         return {
             "id": self.id,
             "dlq_topic": self.topic,
             "dlq_partition": self.partition,
             "dlq_offset": self.offset,
-            "agent": self.dlq("agent"),
-            "group": self.dlq("group"),
-            "original_topic": self.dlq("original-topic"),
-            "original_partition": self.dlq_int("original-partition"),
-            "original_offset": self.dlq_int("original-offset"),
-            "attempts": self.dlq_int("attempts"),
-            "error_kind": self.dlq("error-kind"),
-            "error_class": self.dlq("error-class"),
-            "error_message": self.dlq("error-message"),
+            "agent": self.header(h.DLQ_AGENT),
+            "group": self.header(h.ORIGINAL_GROUP),
+            "reason": self.header(h.DLQ_REASON),
+            "error_kind": self.header(h.ERROR_KIND),
+            "error_class": self.header(h.EXCEPTION_CLASS),
+            "error_message": self.header(h.EXCEPTION_MESSAGE),
+            "attempts": self.header_int(h.ATTEMPT),
+            "original_topic": self.original_topic,
+            "original_partition": self.header_int(h.ORIGINAL_PARTITION),
+            "original_offset": self.header_int(h.ORIGINAL_OFFSET),
             "original_timestamp_ms": original_ms,
             "original_timestamp": iso(original_ms),
-            "failed_at_ms": self.failed_at_ms,
-            "failed_at": iso(self.failed_at_ms),
-            "correlation_id": self.header(CORRELATION_ID),
-            "event_type": self.header(EVENT_TYPE),
+            "first_failure_ms": first_failure_ms,
+            "first_failure": iso(first_failure_ms),
+            "failed_at_ms": self.timestamp_ms,
+            "failed_at": iso(self.timestamp_ms),
+            "correlation_id": self.header(h.CORRELATION_ID),
+            "event_type": self.header(h.EVENT_TYPE),
             "redrive_count": self.redrive_count,
         }
 
@@ -138,18 +142,21 @@ class DeadLetter:
 class DeadLetterFilter:
     """Which dead letters to act on; every given condition must hold."""
 
-    since_ms: int | None = None  # failed at or after (epoch ms)
+    since_ms: int | None = None  # dead-lettered at or after (epoch ms)
     error_class: str | None = None  # qualified name, or a dotted suffix of it
     agent: str | None = None
+    reason: DeadLetterReason | None = None
 
     def matches(self, letter: DeadLetter) -> bool:
-        if self.since_ms is not None and (letter.failed_at_ms or 0) < self.since_ms:
+        if self.since_ms is not None and (letter.timestamp_ms or 0) < self.since_ms:
             return False
         if self.error_class is not None:
             name = letter.error_class
             if name != self.error_class and not name.endswith("." + self.error_class):
                 return False
-        return self.agent is None or letter.dlq("agent") == self.agent
+        if self.reason is not None and letter.header(h.DLQ_REASON) != self.reason.value:
+            return False
+        return self.agent is None or letter.header(h.DLQ_AGENT) == self.agent
 
 
 def dead_letter_topics(
@@ -262,7 +269,8 @@ def redrive(
     """Send each dead letter back to its original topic for a fresh set of attempts.
 
     Key, value and the record's own headers go back byte for byte, with
-    ``mesh.redrive-count`` one higher; failure and retry headers stay behind. Every
+    ``mesh.redrive-count`` one higher; failure headers (:data:`mesh.headers.FAILURE_HEADERS`)
+    stay behind. Every
     consumer group of the original topic sees the record again, not only the agent that
     failed, so handlers there should be idempotent. A dead letter already redriven
     *max_redrives* times is skipped. Dry by default; with *execute*, the producer is
@@ -272,9 +280,9 @@ def redrive(
     present = existing_topics(AdminClient(settings.kafka_config()))
     plan: list[DeadLetter] = []
     for letter in letters:
-        target = letter.dlq("original-topic")
+        target = letter.original_topic
         if target is None:
-            report.skipped.append((letter, "no mesh.dlq.original-topic header"))
+            report.skipped.append((letter, f"no {h.ORIGINAL_TOPIC} header"))
         elif target not in present:  # producing would auto-create it on some brokers
             report.skipped.append((letter, f"original topic {target!r} does not exist"))
         elif letter.redrive_count >= max_redrives:
@@ -290,8 +298,8 @@ def redrive(
 
 def redriven_headers(letter: DeadLetter) -> list[tuple[str, bytes | None]]:
     """The headers a redriven copy carries: the record's own, and the new redrive count."""
-    kept = [(k, v) for k, v in letter.headers if not k.startswith(_NOT_REDRIVEN)]
-    return [*kept, (REDRIVE_COUNT, str(letter.redrive_count + 1).encode())]
+    kept = [(k, v) for k, v in letter.headers if k not in _NOT_REDRIVEN]
+    return [*kept, (h.REDRIVE_COUNT, str(letter.redrive_count + 1).encode())]
 
 
 def _send(
@@ -301,7 +309,7 @@ def _send(
     results: dict[str, KafkaError | None] = {}
     for letter in plan:
         publisher.send_raw(
-            letter.dlq("original-topic") or "",
+            letter.original_topic or "",
             letter.value,
             letter.key,
             cast(list[tuple[str, bytes]], redriven_headers(letter)),  # None values are valid

@@ -26,6 +26,15 @@ from collections.abc import Sequence
 from random import getrandbits
 from typing import NamedTuple
 
+from mesh.headers import (
+    CAUSATION_ID,
+    CORRELATION_ID,
+    EVENT_ID,
+    EVENT_TYPE,
+    PRODUCED_BY,
+    TRACEPARENT,
+)
+
 __all__ = [
     "CAUSATION_ID",
     "CORRELATION_ID",
@@ -38,12 +47,6 @@ __all__ = [
     "record_event_id",
 ]
 
-EVENT_ID = "mesh.event-id"
-EVENT_TYPE = "mesh.event-type"
-CORRELATION_ID = "mesh.correlation-id"
-CAUSATION_ID = "mesh.causation-id"
-TRACEPARENT = "traceparent"
-PRODUCED_BY = "mesh.produced-by"
 
 #: Kafka headers as confluent-kafka hands them over (values may be None) or takes them.
 Headers = Sequence[tuple[str, bytes | None]]

@@ -10,6 +10,8 @@ __all__ = [
     "ATTEMPT",
     "CAUSATION_ID",
     "CORRELATION_ID",
+    "DELAY_TARGET",
+    "DLQ_AGENT",
     "DLQ_REASON",
     "DUE_TS",
     "ERROR_KIND",
@@ -18,6 +20,7 @@ __all__ = [
     "EXCEPTION_CLASS",
     "EXCEPTION_MESSAGE",
     "EXCEPTION_STACKTRACE",
+    "FAILURE_HEADERS",
     "FIRST_FAILURE_TS",
     "ORIGINAL_GROUP",
     "ORIGINAL_OFFSET",
@@ -25,6 +28,8 @@ __all__ = [
     "ORIGINAL_TIMESTAMP",
     "ORIGINAL_TOPIC",
     "PRODUCED_BY",
+    "REPLAY_COUNT",
+    "REPLAY_ID",
     "TRACEPARENT",
 ]
 
@@ -44,9 +49,41 @@ ORIGINAL_TIMESTAMP = "mesh.original.timestamp"
 ORIGINAL_GROUP = "mesh.original.group"  # the consumer group that failed on it
 ATTEMPT = "mesh.attempt"  # attempts made so far, including the one that just failed
 FIRST_FAILURE_TS = "mesh.first-failure-ts"
-DUE_TS = "mesh.due-ts"  # retry topics: must not run before this time
+DUE_TS = "mesh.due-ts"  # retry and delay topics: must not run (or arrive) before this time
 EXCEPTION_CLASS = "mesh.exception.class"  # qualified name, e.g. "mypkg.errors.BadInput"
 EXCEPTION_MESSAGE = "mesh.exception.message"  # bounded
 EXCEPTION_STACKTRACE = "mesh.exception.stacktrace"  # bounded, most recent frames kept
 ERROR_KIND = "mesh.error.kind"  # transient, fatal, deserialization, timeout
 DLQ_REASON = "mesh.dlq.reason"  # dead-letter topics: exhausted, fatal, deserialization, deadline
+DLQ_AGENT = "mesh.dlq.agent"  # dead-letter topics: the agent that gave up on the record
+
+# -- records sent back by `mesh dlq redrive` --------------------------------------------
+REDRIVE_COUNT = "mesh.redrive-count"  # how often the record was sent back; caps redrives
+
+# -- delay topics (delayed publish and emit) --------------------------------------------
+DELAY_TARGET = "mesh.delay.target"  # the topic the record is delivered to at mesh.due-ts
+
+#: Headers that describe a failure (or a retry) of a record, not the record itself: a
+#: new failure replaces them, and a redriven record leaves them behind.
+FAILURE_HEADERS = frozenset(
+    {
+        ORIGINAL_TOPIC,
+        ORIGINAL_PARTITION,
+        ORIGINAL_OFFSET,
+        ORIGINAL_TIMESTAMP,
+        ORIGINAL_GROUP,
+        ATTEMPT,
+        FIRST_FAILURE_TS,
+        DUE_TS,
+        EXCEPTION_CLASS,
+        EXCEPTION_MESSAGE,
+        EXCEPTION_STACKTRACE,
+        ERROR_KIND,
+        DLQ_REASON,
+        DLQ_AGENT,
+    }
+)
+
+# -- records copied by `mesh replay --to-topic` -----------------------------------------
+REPLAY_ID = "mesh.replay-id"  # the replay run that wrote the copy
+REPLAY_COUNT = "mesh.replay-count"  # times the record was replayed; caps replay loops

@@ -30,6 +30,8 @@ from mesh.dlq import (
     redrive,
 )
 from mesh.errors import ConfigError, InputError
+from mesh.headers import EXCEPTION_STACKTRACE
+from mesh.runtime.failure import DeadLetterReason
 
 app = typer.Typer(
     help="Dead letters: records agents gave up on. List, inspect, send back.",
@@ -55,6 +57,13 @@ ErrorClass = Annotated[
     str | None,
     typer.Option("--error-class", help="Only this exception class (qualified, or its tail)."),
 ]
+Reason = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        help=f"Only those dead-lettered for this reason: {', '.join(DeadLetterReason)}.",
+    ),
+]
 Limit = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most N.")]
 ConfigFile = Annotated[
     Path | None,
@@ -71,6 +80,7 @@ def list_(
     topic: Topic = None,
     since: Since = None,
     error_class: ErrorClass = None,
+    reason: Reason = None,
     limit: Limit = None,
     as_json: AsJson = False,
     config_file: ConfigFile = None,
@@ -82,6 +92,7 @@ def list_(
         topic=topic,
         since=since,
         error_class=error_class,
+        reason=reason,
         config_file=config_file,
     )
     letters = _read(settings, topics, where, limit)
@@ -89,7 +100,9 @@ def list_(
         for letter in letters:
             print(json.dumps(letter.summary()))
         return
-    table = Table("agent", "kind", "class", "message", "attempts", "failed at", "correlation")
+    table = Table(
+        "agent", "reason", "kind", "class", "message", "attempts", "failed at", "correlation"
+    )
     # The id goes first and whole (never wrapped): it is what `show` and filters take.
     width = max((len(letter.id) for letter in letters), default=2)
     table.columns.insert(0, Column("id", no_wrap=True, min_width=width))
@@ -104,6 +117,7 @@ def list_(
                 for v in (
                     row["id"],
                     row["agent"],
+                    row["reason"],
                     row["error_kind"],
                     row["error_class"],
                     message,
@@ -132,15 +146,34 @@ def show(
 ) -> None:
     """Everything about one dead letter: why it failed (with the trace), headers, key, value."""
     letter, record = read_one(load_settings(config_file), letter_id)
-    data = {**letter.summary(), "error_trace": letter.dlq("error-trace"), **record.to_json()}
+    data = {
+        **letter.summary(),
+        "error_trace": letter.header(EXCEPTION_STACKTRACE),
+        **record.to_json(),
+    }
     if as_json:
         print(json.dumps(data))
         return
-    for name in ("id", "agent", "group", "error_kind", "error_class", "error_message", "attempts"):
+    for name in (
+        "id",
+        "agent",
+        "group",
+        "reason",
+        "error_kind",
+        "error_class",
+        "error_message",
+        "attempts",
+    ):
         console.print(f"[bold]{name}:[/] {escape(str(data[name]))}", soft_wrap=True)
     original = f"{data['original_topic']}:{data['original_partition']}:{data['original_offset']}"
     console.print(f"[bold]original:[/] {escape(original)}", soft_wrap=True)
-    for name in ("original_timestamp", "failed_at", "correlation_id", "event_type"):
+    for name in (
+        "original_timestamp",
+        "first_failure",
+        "failed_at",
+        "correlation_id",
+        "event_type",
+    ):
         console.print(f"[bold]{name}:[/] {escape(str(data[name]))}", soft_wrap=True)
     console.print(f"[bold]redrive_count:[/] {data['redrive_count']}")
     console.print(f"[bold]key:[/] {escape(str(data['key']))}", soft_wrap=True)
@@ -164,6 +197,7 @@ def redrive_(
     topic: Topic = None,
     since: Since = None,
     error_class: ErrorClass = None,
+    reason: Reason = None,
     limit: Limit = None,
     execute: Annotated[
         bool, typer.Option("--execute/--dry-run", help="Send (default: only print the plan).")
@@ -185,6 +219,7 @@ def redrive_(
         topic=topic,
         since=since,
         error_class=error_class,
+        reason=reason,
         config_file=config_file,
     )
     letters = _read(settings, topics, where, limit)
@@ -192,14 +227,14 @@ def redrive_(
     verb = "would send" if report.dry_run else "sent"
     for letter in report.sent:
         console.print(
-            f"{verb} {escape(letter.id)} -> {escape(letter.dlq('original-topic') or '')} "
+            f"{verb} {escape(letter.id)} -> {escape(letter.original_topic or '')} "
             f"(redrive {letter.redrive_count + 1})",
             soft_wrap=True,
         )
-    for letter, reason in report.skipped:
-        console.print(f"skipped {escape(letter.id)}: {escape(reason)}", soft_wrap=True)
-    for letter, reason in report.failed:
-        err_console.print(f"[red]failed[/] {escape(letter.id)}: {escape(reason)}", soft_wrap=True)
+    for letter, why in report.skipped:
+        console.print(f"skipped {escape(letter.id)}: {escape(why)}", soft_wrap=True)
+    for letter, why in report.failed:
+        err_console.print(f"[red]failed[/] {escape(letter.id)}: {escape(why)}", soft_wrap=True)
     console.print(
         f"matched {report.matched}, {verb} {len(report.sent)}, skipped {len(report.skipped)}"
         + (f", failed {len(report.failed)}" if report.failed else "")
@@ -223,6 +258,7 @@ def _selection(
     topic: str | None,
     since: str | None,
     error_class: str | None,
+    reason: str | None,
     config_file: Path | None,
 ) -> tuple[Settings, list[str], DeadLetterFilter]:
     """Settings, dead-letter topics and filter from the common options; bad input raises."""
@@ -232,6 +268,9 @@ def _selection(
             since_ms = int((time.time() - parse_duration(since)) * 1000)
         except ValueError as exc:
             raise InputError(f"--since {since}: {exc}") from None
+    reasons = [r.value for r in DeadLetterReason]
+    if reason is not None and reason not in reasons:
+        raise InputError(f"--reason {reason}: use one of {', '.join(reasons)}")
     mesh_app = None
     if topic is None and app_spec is not None:
         try:
@@ -243,7 +282,10 @@ def _selection(
     ) or load_settings(config_file)
     topics = dead_letter_topics(settings, app=mesh_app, agent=agent, topic=topic)
     where = DeadLetterFilter(
-        since_ms=since_ms, error_class=error_class, agent=agent if mesh_app is None else None
+        since_ms=since_ms,
+        error_class=error_class,
+        agent=agent if mesh_app is None else None,
+        reason=None if reason is None else DeadLetterReason(reason),
     )
     return settings, topics, where
 

@@ -15,6 +15,7 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ from mesh.config import RetryPolicy, Settings, load_settings, parse_duration
 from mesh.envelope import Envelope
 from mesh.errors import ConfigError
 from mesh.event import Event
+from mesh.metrics import Metrics
 from mesh.runtime.dead_letter import dead_letter_topic
+from mesh.runtime.delay import Delayed, delay_topic_specs, deliver_at_ms
+from mesh.runtime.forwarder import DelayForwarder
 from mesh.runtime.publisher import Publisher
 from mesh.runtime.retry import retry_topic
 from mesh.runtime.worker import AgentWorker, WorkerOptions
@@ -183,20 +187,37 @@ class Mesh:
 
     # -- publishing ------------------------------------------------------------------
 
-    def publish(self, event: Event, *, correlation_id: str | None = None) -> Envelope:
-        """Publish *event* as the start of a chain and wait for the broker's acknowledgement."""
+    def publish(
+        self,
+        event: Event,
+        *,
+        correlation_id: str | None = None,
+        deliver_at: datetime | int | None = None,
+    ) -> Envelope:
+        """Publish *event* as the start of a chain and wait for the broker's acknowledgement.
+
+        With *deliver_at* (a timezone-aware datetime, or epoch milliseconds) the event
+        waits in a delay topic and reaches its topic no earlier than that; a ``mesh run``
+        process must be running to forward it.
+        """
         envelope = Envelope.new_chain(
             event.event_type(), produced_by=self.name, correlation_id=correlation_id
         )
-        self._get_publisher().publish(event, envelope)
+        self._get_publisher().publish(_delayed(event, deliver_at), envelope)
         return envelope
 
-    async def apublish(self, event: Event, *, correlation_id: str | None = None) -> Envelope:
+    async def apublish(
+        self,
+        event: Event,
+        *,
+        correlation_id: str | None = None,
+        deliver_at: datetime | int | None = None,
+    ) -> Envelope:
         """Like :meth:`publish`, without blocking the event loop."""
         envelope = Envelope.new_chain(
             event.event_type(), produced_by=self.name, correlation_id=correlation_id
         )
-        await self._get_publisher().apublish(event, envelope)
+        await self._get_publisher().apublish(_delayed(event, deliver_at), envelope)
         return envelope
 
     def _get_serde(self) -> Serde:
@@ -216,9 +237,9 @@ class Mesh:
 
     # -- running ---------------------------------------------------------------------
 
-    def run(self, agents: Sequence[str] | None = None) -> None:
+    def run(self, agents: Sequence[str] | None = None, *, metrics: Metrics | None = None) -> None:
         """Run the agents (all by default) until SIGTERM or SIGINT; blocking."""
-        asyncio.run(self.serve(agents, handle_signals=True))
+        asyncio.run(self.serve(agents, handle_signals=True, metrics=metrics))
 
     async def serve(
         self,
@@ -228,10 +249,15 @@ class Mesh:
         handle_signals: bool = False,
         consumer_config: dict[str, Any] | None = None,
         ready: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
-        """Run the agents until *stop* is set (or a signal arrives when *handle_signals*)."""
+        """Run the agents until *stop* is set (or a signal arrives when *handle_signals*).
+
+        The workers record into *metrics* (see :func:`mesh.runtime.status.observed`).
+        """
         specs = self._select(agents)
         self.prepare(specs)
+        metrics = metrics or Metrics()
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         if handle_signals:
@@ -247,27 +273,34 @@ class Mesh:
                 publisher=publisher,
                 serde=self._get_serde(),
                 executor=executor,
+                metrics=metrics.agent(spec.name),
             )
             for spec in specs
         ]
+        forwarder = DelayForwarder(self.settings, consumer_config=consumer_config)
         for worker in workers:
             worker.start()
+        forwarder.start()
         log.info("app %s: running %s", self.name, ", ".join(spec.name for spec in specs))
         if ready is not None:
             ready()
         try:
-            while not stop.is_set() and not any(w.stopping for w in workers):
+            while not (stop.is_set() or any(w.stopping for w in workers) or forwarder.failed):
                 for worker in workers:
                     worker.flush_offsets()
                 await asyncio.sleep(_TICK_S)
         finally:
-            await asyncio.gather(*(worker.stop() for worker in workers))
+            await asyncio.gather(
+                *(worker.stop() for worker in workers), loop.run_in_executor(None, forwarder.stop)
+            )
             publisher.flush()
             executor.shutdown(wait=False, cancel_futures=True)
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
         failed = [w.failed for w in workers if w.failed is not None]
+        if forwarder.failed is not None:
+            failed.append(forwarder.failed)
         if failed:
             raise failed[0]
 
@@ -303,7 +336,7 @@ class Mesh:
                 )
                 for name, source in self.retry_topics(spec.name).items()
             )
-        ensure_topics(admin, failures)
+        ensure_topics(admin, [*failures, *delay_topic_specs(self.settings)])
         # Register what the agents write now: an incompatible schema or an unreachable
         # registry fails the start, not the first emit.
         serde = self._get_serde()
@@ -344,6 +377,10 @@ class Mesh:
             retry_sources=retry_sources,
             consumer_config=consumer_config,
         )
+
+
+def _delayed(event: Event, deliver_at: datetime | int | None) -> Event | Delayed:
+    return event if deliver_at is None else Delayed(event, deliver_at_ms(deliver_at))
 
 
 def _as_tuple(value: type[Event] | Sequence[type[Event]]) -> tuple[type[Event], ...]:

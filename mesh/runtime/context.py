@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING
+
+from mesh.logs import bind_event
+from mesh.runtime.delay import Delayed, due_in_ms
 
 if TYPE_CHECKING:
     from mesh.envelope import Envelope
@@ -59,9 +63,12 @@ class Context:
         self.offset = offset
         self.key = key
         self.raw_headers = raw_headers or []
-        self._emits: list[Event] | None = []
+        self._emits: list[Event | Delayed] | None = []
         self._headers: dict[str, bytes] | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        # Constructed on the task handling the event: every line that task logs from
+        # here on, the worker's own included, carries the event's ids.
+        bind_event(self._log_fields())
 
     @property
     def event_id(self) -> str:
@@ -87,25 +94,32 @@ class Context:
         """A logger with agent, event id, correlation id and causation id bound."""
         if self._log is None:
             self._log = logging.LoggerAdapter(
-                logging.getLogger(f"mesh.agent.{self.agent}"),
-                {
-                    "agent": self.agent,
-                    "event_id": self.event_id,
-                    "correlation_id": self.correlation_id,
-                    "causation_id": self.causation_id,
-                },
+                logging.getLogger(f"mesh.agent.{self.agent}"), self._log_fields()
             )
         return self._log
 
-    def emit(self, event: Event) -> None:
-        """Publish *event* as a consequence of the one being handled, once the handler succeeds."""
+    def _log_fields(self) -> dict[str, str | None]:
+        envelope = self.envelope
+        return {
+            "agent": self.agent,
+            "event_id": envelope.event_id,
+            "correlation_id": envelope.correlation_id,
+            "causation_id": envelope.causation_id,
+        }
+
+    def emit(self, event: Event, *, delay: str | float | timedelta | None = None) -> None:
+        """Publish *event* as a consequence of the one being handled, once the handler succeeds.
+
+        With *delay* (``"30s"``, seconds or a timedelta, counted from now) it goes through
+        a delay topic and reaches its topic no earlier than that.
+        """
         if self._emits is None:
             raise EmitAfterFinishError(
                 f"agent {self.agent!r} emitted {type(event).__name__} after its handler finished"
             )
-        self._emits.append(event)
+        self._emits.append(event if delay is None else Delayed(event, due_in_ms(delay)))
 
-    def _finish(self) -> list[Event]:
+    def _finish(self) -> list[Event | Delayed]:
         """Close the context and hand over what was emitted; later emits raise."""
         emits, self._emits = self._emits or [], None
         return emits

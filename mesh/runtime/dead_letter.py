@@ -7,27 +7,12 @@ group, so another group reading the same source never sees this group's failures
 
 from __future__ import annotations
 
-import time
-import traceback
-from enum import StrEnum
-
 from confluent_kafka import Message
 
-__all__ = ["ErrorKind", "dead_letter_headers", "dead_letter_topic"]
+from mesh.headers import DLQ_AGENT, DLQ_REASON
+from mesh.runtime.failure import DeadLetterReason, ErrorKind, failure_headers
 
-HEADER_PREFIX = "mesh.dlq."
-_DROPPED = (HEADER_PREFIX, "mesh.retry.")
-_MAX_MESSAGE_BYTES = 4096
-_MAX_TRACE_BYTES = 8192
-
-
-class ErrorKind(StrEnum):
-    """Why a record was dead-lettered."""
-
-    HANDLER = "handler"
-    TIMEOUT = "timeout"
-    DESERIALIZATION = "deserialization"
-    SERIALIZATION = "serialization"  # the handler returned an event that cannot be encoded
+__all__ = ["dead_letter_headers", "dead_letter_topic"]
 
 
 def dead_letter_topic(source_topic: str, group_id: str) -> str:
@@ -39,37 +24,16 @@ def dead_letter_headers(
     *,
     kind: ErrorKind,
     error: BaseException,
-    agent: str,
+    attempt: int,
     group_id: str,
-    attempts: int,
-    origin: tuple[str, int, int],
+    agent: str,
 ) -> list[tuple[str, bytes]]:
-    """The record's own headers (minus earlier dead-letter and retry headers) plus why it failed.
+    """The record's own headers, the failure headers, the reason and the agent that gave up.
 
-    *origin* is where the record was first consumed (topic, partition, offset), which
-    differs from *msg* when it failed for the last time in a retry topic.
+    The reason follows from *kind*: ``deserialization``, ``fatal``, or else ``exhausted``
+    (a transient error or a timeout reaches the dead letters only after its last attempt).
     """
-    error_class = type(error)
-    qualified = (
-        error_class.__qualname__
-        if error_class.__module__ == "builtins"
-        else f"{error_class.__module__}.{error_class.__qualname__}"
-    )
-    trace = "".join(traceback.format_exception(error))[-_MAX_TRACE_BYTES:]
-    _, timestamp = msg.timestamp()
-    reason = {
-        "error-kind": kind.value,
-        "error-class": qualified,
-        "error-message": str(error)[:_MAX_MESSAGE_BYTES],
-        "error-trace": trace,
-        "agent": agent,
-        "group": group_id,
-        "attempts": str(attempts),
-        "original-topic": origin[0],
-        "original-partition": str(origin[1]),
-        "original-offset": str(origin[2]),
-        "original-timestamp": str(timestamp),
-        "failed-at": str(int(time.time() * 1000)),
-    }
-    kept = [(k, v) for k, v in (msg.headers() or []) if not k.startswith(_DROPPED)]
-    return kept + [(HEADER_PREFIX + k, v.encode()) for k, v in reason.items()]
+    headers = failure_headers(msg, kind=kind, error=error, attempt=attempt, group_id=group_id)
+    headers.append((DLQ_REASON, DeadLetterReason.of(kind).value.encode()))
+    headers.append((DLQ_AGENT, agent.encode()))
+    return headers

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from mesh.config import Settings
 from mesh.envelope import Envelope
 from mesh.event import Event
+from mesh.runtime.delay import Delayed, delay_topic_specs, delayed_record
 from mesh.serde import Serde
 from mesh.topics import TopicSpec, ensure_topics
 
@@ -56,11 +57,10 @@ class Publisher:
 
     def ensure_topics(self, event_types: Iterable[type[Event]]) -> None:
         """Create the topics of *event_types* that do not exist yet (once per process)."""
-        specs = [
-            self._settings_topic(t.topic())
-            for t in event_types
-            if t.topic() not in self._topics_ready
-        ]
+        self._ensure([self._settings_topic(t.topic()) for t in event_types])
+
+    def _ensure(self, specs: list[TopicSpec]) -> None:
+        specs = [spec for spec in specs if spec.name not in self._topics_ready]
         if not specs:
             return
         with self._lock:
@@ -76,8 +76,17 @@ class Publisher:
         )
         return TopicSpec(name, defaults.partitions, defaults.replication_factor, config)
 
-    def encode(self, event: Event, envelope: Envelope) -> Record:
-        """The Kafka record of *event*: raises ``SerializationError`` before anything is sent."""
+    def encode(self, event: Event | Delayed, envelope: Envelope) -> Record:
+        """The Kafka record of *event*: raises ``SerializationError`` before anything is sent.
+
+        A :class:`~mesh.runtime.delay.Delayed` event goes to a delay topic, unless it is due.
+        """
+        if isinstance(event, Delayed):
+            target, value, key, headers = self.encode(event.event, envelope)
+            topic, headers = delayed_record(target, headers, event.due_ms)
+            if topic != target:
+                self._ensure(delay_topic_specs(self._settings))
+            return Record(topic, value, key, headers)
         event_type = type(event)
         topic = event_type.topic()
         if topic not in self._topics_ready:
@@ -89,7 +98,7 @@ class Publisher:
 
     def send(
         self,
-        event: Event,
+        event: Event | Delayed,
         envelope: Envelope,
         *,
         on_delivery: DeliveryCallback | None = None,
@@ -122,14 +131,16 @@ class Publisher:
         """Wait for every queued event; return how many are still undelivered."""
         return self._producer.flush(timeout_s)
 
-    def publish(self, event: Event, envelope: Envelope, *, timeout_s: float = 30.0) -> Message:
+    def publish(
+        self, event: Event | Delayed, envelope: Envelope, *, timeout_s: float = 30.0
+    ) -> Message:
         """Send one event and block until the broker acknowledged it."""
         result: list[tuple[KafkaError | None, Message]] = []
         self.send(event, envelope, on_delivery=lambda err, msg: result.append((err, msg)))
         self.flush(timeout_s)
         return _delivered(result)
 
-    async def apublish(self, event: Event, envelope: Envelope) -> Message:
+    async def apublish(self, event: Event | Delayed, envelope: Envelope) -> Message:
         """Send one event and wait (without blocking the loop) for its acknowledgement."""
         result: list[tuple[KafkaError | None, Message]] = []
         self.send(event, envelope, on_delivery=lambda err, msg: result.append((err, msg)))

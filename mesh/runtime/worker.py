@@ -4,8 +4,9 @@ Threads: a poll thread owns the consumer (so ``max.poll.interval.ms`` never expi
 however slow the handlers) and runs the rebalance callbacks; everything else
 (handlers, delivery callbacks, offset bookkeeping) runs on the asyncio loop, so the
 bookkeeping needs no locks. Batches cross from the poll thread to the loop with one
-``call_soon_threadsafe`` each; offsets to store and pause/resume requests cross the
-other way through a deque the poll thread applies between polls. The consumer is
+``call_soon_threadsafe`` each; offsets to store cross the other way through a deque
+the poll thread applies between polls, and "room for more" through a
+``threading.Event``. The consumer is
 only ever called from one thread at a time: calling ``store_offsets`` from the loop
 while the poll thread sat in ``poll`` deadlocked on the GIL.
 
@@ -16,8 +17,9 @@ Guarantees:
   of the same partition (:class:`~mesh.runtime.offsets.PartitionOffsets`);
 * events with the same key are handled one after the other, in offset order; other
   keys of the same partition run concurrently, up to ``concurrency`` events;
-* when ``concurrency`` events are buffered, the partitions are paused, so memory
-  stays bounded while the poll loop keeps polling;
+* when ``concurrency`` events are buffered, the poll thread takes no more records
+  (memory stays bounded by that and librdkafka's prefetch queue); if that lasts, it
+  pauses the partitions and keeps polling, so rebalances are still served;
 * on revoke and on shutdown, new events stop, in-flight ones get ``drain_timeout_s``
   to finish, the finished prefix is committed, then the partitions are released.
 """
@@ -39,14 +41,17 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from mesh.config import RetryPolicy
-from mesh.envelope import EVENT_ID, Envelope, record_event_id
+from mesh.envelope import Envelope, record_event_id
 from mesh.errors import DeserializationError, SerializationError
 from mesh.event import Event
+from mesh.metrics import AgentMetrics, Metrics
 from mesh.runtime.context import Context
-from mesh.runtime.dead_letter import ErrorKind, dead_letter_headers, dead_letter_topic
+from mesh.runtime.dead_letter import dead_letter_headers, dead_letter_topic
+from mesh.runtime.failure import ErrorKind, attempt_of, origin_of
 from mesh.runtime.offsets import PartitionOffsets
+from mesh.runtime.parking import Parking
 from mesh.runtime.publisher import Publisher
-from mesh.runtime.retry import attempt_of, due_at_ms, origin_of, retry_headers, retry_topic
+from mesh.runtime.retry import due_at_ms, retry_headers, retry_topic
 from mesh.serde import Serde
 
 __all__ = ["AgentWorker", "WorkerOptions"]
@@ -55,6 +60,10 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 _POLL_S = 0.05  # longest poll; bounds how late the outbox and retry timers are served
+#: How long the poll thread waits for room before pausing its partitions. Pausing makes
+#: librdkafka drop what it prefetched, so short waits (fast handlers) must not pause;
+#: long ones (slow handlers) must, so polling can go on serving rebalances.
+_HOLD_S = 0.5
 
 #: Consumer settings the runtime relies on; user properties cannot override them.
 CONSUMER_REQUIRED: dict[str, Any] = {
@@ -122,8 +131,10 @@ class AgentWorker:
         publisher: Publisher,
         serde: Serde,
         executor: ThreadPoolExecutor,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.options = options
+        self._metrics = metrics or Metrics().agent(options.agent)
         self._publisher = publisher
         self._serde = serde
         self._executor = executor
@@ -139,8 +150,11 @@ class AgentWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._parts: dict[TP, _Partition] = {}
         self._lanes: dict[tuple[str, bytes], deque[_Job]] = {}
-        self._buffered = 0
-        self._paused = False
+        # Records handed to the loop and not finished yet: dispatched - released. Each
+        # counter is written by one thread only (dispatched: poll, released: loop).
+        self._dispatched = 0
+        self._released = 0
+        self._room = threading.Event()  # cleared by the poll thread when the loop is full
         self._dirty: set[TP] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._stopping = threading.Event()
@@ -148,10 +162,10 @@ class AgentWorker:
         self._poll_thread: threading.Thread | None = None
         self._outbox: deque[Callable[[Consumer], object]] = deque()
         # Poll-thread state: retry partitions rewound to a record not yet due (-> due ms),
-        # and whether the loop asked to pause everything (too many events buffered).
-        self._parked: dict[TP, int] = {}
+        # and whether every partition is paused because the loop stayed full.
+        self._parked = Parking(self._consumer, due_at_ms)
         self._polled: list[Message] = []  # polled, not yet handed to the loop
-        self._backpressure = False
+        self._held = False
         self._fatal: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -203,84 +217,73 @@ class AgentWorker:
             loop.call_soon_threadsafe(self._fail, exc)
 
     def _poll_until_stopped(self) -> None:
-        consumer, batch_size = self._consumer, self.options.batch_size
+        consumer, limit = self._consumer, self.options.concurrency
+        metrics = self._metrics
         while not self._stopping.is_set():
+            metrics.polling()
             self._apply_outbox()
-            timeout_s = self._unpark_due() if self._parked else _POLL_S
+            if self._held:
+                if self._in_flight() <= limit // 2:
+                    self._hold(False)
+            elif self._in_flight() >= limit:
+                self._wait_for_room()
+            room = min(self.options.batch_size, limit - self._in_flight())
+            timeout_s = _POLL_S
+            if self._parked:
+                timeout_s = self._parked.release_due(_POLL_S, resume=not self._held)
             try:
+                # While held, every partition is paused: polling serves callbacks only
+                # (and hands on what librdkafka had queued before the pause).
                 first = consumer.poll(timeout_s)
                 if first is None:
                     continue
                 self._polled.append(first)
-                # A rebalance callback served by consume() dispatches what was polled
-                # before it, so the loop sees records and rebalances in their true order.
-                self._polled.extend(consumer.consume(batch_size - 1, timeout=0))
+                if room > 1:
+                    # A rebalance callback served by consume() dispatches what was polled
+                    # before it, so the loop sees records and rebalances in true order.
+                    self._polled.extend(consumer.consume(room - 1, timeout=0))
             except KafkaException as exc:
                 log.error("agent %s: poll failed: %s", self.options.agent, exc)
             self._dispatch()
+
+    def _in_flight(self) -> int:
+        return self._dispatched - self._released
+
+    def _wait_for_room(self) -> None:
+        """The loop holds ``concurrency`` records: wait until it finished half of them.
+
+        Taking nothing meanwhile bounds memory; pausing only when the wait lasts keeps
+        librdkafka's prefetched records, which a pause would drop, for fast handlers.
+        """
+        self._room.clear()
+        # Check again after clearing: the loop may have made room in between.
+        if self._in_flight() > self.options.concurrency // 2 and not self._room.wait(_HOLD_S):
+            self._hold(True)
 
     def _dispatch(self) -> None:
         """Hand the records polled so far to the loop (poll thread)."""
         batch, self._polled = self._polled, []
         if self.options.retry_sources:
-            batch = self._hold_not_due(batch)
+            batch = self._parked.hold(batch, self.options.retry_sources)
         if batch:
             loop = self._loop
             assert loop is not None
+            self._dispatched += len(batch)
             loop.call_soon_threadsafe(self._accept, batch)
 
-    def _hold_not_due(self, batch: list[Message]) -> list[Message]:
-        """Rewind retry partitions whose head is not due yet; pass the rest on.
-
-        No sleeping: the partition is paused and sought back to the record, so polling
-        goes on (``max.poll.interval.ms`` never expires, other partitions keep flowing)
-        and the record is fetched again once :meth:`_unpark_due` resumes it. The seek is
-        needed because librdkafka drops prefetched records on pause.
-        """
-        kept = []
-        now_ms = int(time.time() * 1000)
-        retry_topics = self.options.retry_sources
-        for msg in batch:
-            topic = msg.topic()
-            if topic not in retry_topics or msg.error() is not None:
-                kept.append(msg)
-                continue
-            tp = (topic, msg.partition())
-            if tp in self._parked:
-                continue  # behind a parked head: fetched again after the resume
-            due_ms = due_at_ms(msg)
-            if due_ms is None or due_ms <= now_ms:
-                kept.append(msg)
-                continue
-            self._parked[tp] = due_ms
-            partition = TopicPartition(topic, msg.partition(), msg.offset())
-            self._consumer.pause([partition])
-            self._consumer.seek(partition)
-        return kept
-
-    def _unpark_due(self) -> float:
-        """Resume parked partitions that are due; return how long the next poll may wait."""
-        now_ms = int(time.time() * 1000)
-        next_ms = now_ms + int(_POLL_S * 1000)
-        for tp, due_ms in list(self._parked.items()):
-            if due_ms <= now_ms:
-                del self._parked[tp]
-                if not self._backpressure:
-                    self._consumer.resume([TopicPartition(*tp)])
-            else:
-                next_ms = min(next_ms, due_ms)
-        return max(0.0, (next_ms - now_ms) / 1000)
-
-    def _apply_backpressure(self, paused: bool, consumer: Consumer) -> None:
-        self._backpressure = paused
+    def _hold(self, held: bool) -> None:
+        """Pause (or resume) every assigned partition but the parked ones."""
+        self._held = held
+        consumer = self._consumer
         partitions = [
             p for p in consumer.assignment() if (p.topic, p.partition) not in self._parked
         ]
         if partitions:
-            (consumer.pause if paused else consumer.resume)(partitions)
+            (consumer.pause if held else consumer.resume)(partitions)
+        self._metrics.paused_partitions(len(partitions) if held else 0)
 
     def _apply_outbox(self) -> None:
-        """Run the consumer calls the loop asked for (store offsets, pause, resume)."""
+        """Run the consumer calls the loop asked for (store offsets)."""
         while self._outbox:
             call = self._outbox.popleft()
             try:
@@ -298,12 +301,13 @@ class AgentWorker:
         # librdkafka keeps a partition's pause flag across revoke and re-assign: one
         # revoked while paused would never be fetched again. Set it explicitly.
         if partitions:
-            (consumer.pause if self._backpressure else consumer.resume)(partitions)
+            (consumer.pause if self._held else consumer.resume)(partitions)
         log.info("agent %s: assigned %s", self.options.agent, sorted(tps))
 
     async def _assign(self, tps: list[TP]) -> None:
         for tp in tps:
             self._parts[tp] = _Partition()
+        self._metrics.assigned(len(self._parts))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._closed:
@@ -312,8 +316,7 @@ class AgentWorker:
         assert loop is not None
         self._dispatch()
         tps = {(p.topic, p.partition) for p in partitions}
-        for tp in tps:
-            self._parked.pop(tp, None)
+        self._parked.drop(tps)
         future = asyncio.run_coroutine_threadsafe(self._drain(tps), loop)
         future.result(self.options.drain_timeout_s + 5)
         self._apply_outbox()
@@ -324,17 +327,21 @@ class AgentWorker:
     # -- loop thread -----------------------------------------------------------------
 
     def _accept(self, batch: Sequence[Message]) -> None:
+        skipped = 0
+        consumed = self._metrics.consumed
         for msg in batch:
             error = msg.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("agent %s: consumer error: %s", self.options.agent, error)
+                skipped += 1
                 continue
             part = self._parts.get((msg.topic(), msg.partition()))
             if part is None or part.closing:
-                continue  # released while in transit: the next owner reads it again
+                skipped += 1  # released while in transit: the next owner reads it again
+                continue
             part.offsets.add(msg.offset())
-            self._buffered += 1
+            consumed(msg.topic())
             job = _Job(msg, part)
             key = msg.key()
             if key is not None:
@@ -345,12 +352,14 @@ class AgentWorker:
                     continue
                 self._lanes[lane_key] = deque()
             self._start(job)
-        self._update_backpressure()
+        if skipped:
+            self._release(skipped)
+        self._metrics.in_flight(self._in_flight())
         self.flush_offsets()
 
     def _start(self, job: _Job) -> None:
         job.part.unacked += 1
-        task = asyncio.ensure_future(self._handle(job))
+        task = self._loop.create_task(self._handle(job))  # type: ignore[union-attr]
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -378,10 +387,10 @@ class AgentWorker:
             self._dead_letter(job, ErrorKind.DESERIALIZATION, exc, attempt=1)
             return
         headers = msg.headers()
-        fallback_id = None
-        if not headers or all(name != EVENT_ID for name, _ in headers):  # a foreign record
-            fallback_id = record_event_id(msg.topic(), msg.partition(), msg.offset())
-        envelope = Envelope.from_headers(headers, fallback_event_id=fallback_id)
+        envelope = Envelope.from_headers(  # a foreign record gets an id from where it is
+            headers,
+            fallback_event_id=record_event_id(msg.topic(), msg.partition(), msg.offset()),
+        )
         ctx = Context(
             agent=options.agent,
             envelope=envelope,
@@ -392,44 +401,65 @@ class AgentWorker:
             raw_headers=headers,
             attempt=attempt_of(headers) + 1,
         )
+        metrics = self._metrics
+        topic = options.retry_sources.get(msg.topic())
+        if topic is None:
+            topic = msg.topic()
+        else:  # a retry: how late its timer fired
+            due_ms = due_at_ms(msg)
+            if due_ms is not None:
+                metrics.retry_lateness(time.time() - due_ms / 1000)
+        started = time.perf_counter()
         try:
-            result = await self._invoke(event, ctx)
-        except TimeoutError as exc:
-            ctx._finish()
-            self._release_lane(job)
-            self._retry_or_dead_letter(job, ErrorKind.TIMEOUT, exc, ctx.attempt)
-            return
+            if options.is_async and options.timeout_s is None:  # the common case, inlined
+                result = await options.handler(event, ctx)
+            else:
+                result = await self._invoke(event, ctx)
         except Exception as exc:
             ctx._finish()
             self._release_lane(job)
-            log.warning(
-                "agent %s: attempt %d failed on %s: %r",
-                options.agent,
-                ctx.attempt,
-                ctx.event_id,
-                exc,
-            )
-            self._retry_or_dead_letter(job, ErrorKind.HANDLER, exc, ctx.attempt)
+            timed_out = isinstance(exc, TimeoutError)
+            outcome = "timeout" if timed_out else "error"
+            metrics.handled(topic, envelope.event_type, outcome, time.perf_counter() - started)
+            self._failed(job, exc, ctx.attempt, timed_out=timed_out)
             return
+        metrics.handled(topic, envelope.event_type, "ok", time.perf_counter() - started)
+        metrics.chain_latency(envelope.correlation_id)
         emits = ctx._finish()
         if result is not None:
             emits.extend(result if isinstance(result, list | tuple) else [result])
         self._release_lane(job)
+        self._send_outputs(job, envelope, emits, ctx.attempt)
+
+    def _failed(self, job: _Job, exc: Exception, attempt: int, *, timed_out: bool) -> None:
+        if timed_out:
+            if not exc.args:  # asyncio's is bare: say what happened, keep the traceback
+                exc.args = (f"handler took over {self.options.timeout_s}s",)
+            self._retry_or_dead_letter(job, ErrorKind.TIMEOUT, exc, attempt)
+            return
+        log.warning("agent %s: attempt %d failed: %r", self.options.agent, attempt, exc)
+        self._retry_or_dead_letter(job, ErrorKind.TRANSIENT, exc, attempt)
+
+    def _send_outputs(self, job: _Job, envelope: Envelope, emits: list[Any], attempt: int) -> None:
+        """Send what a handler emitted; the input is finished once all of it is acknowledged."""
         if not emits:
             self._finish(job)
             return
+        agent = self.options.agent
         try:  # encode everything first: all of the outputs are sent, or none
             records = [
-                self._publisher.encode(out, envelope.child(out.event_type(), options.agent))
+                self._publisher.encode(out, envelope.child(out.event_type(), agent))
                 for out in emits
             ]
         except SerializationError as exc:
-            self._dead_letter(job, ErrorKind.SERIALIZATION, exc, attempt=ctx.attempt)
+            self._dead_letter(job, ErrorKind.FATAL, exc, attempt=attempt)
             return
         job.pending = len(records)
         on_delivery = functools.partial(self._delivered, job)
-        for record in records:
+        emitted = self._metrics.emitted
+        for record, out in zip(records, emits, strict=True):
             self._publisher.send_raw(*record, on_delivery=on_delivery)
+            emitted(record.topic, out.event_type())
 
     def _decode(self, msg: Message) -> Event:
         models = self.options.topics[msg.topic()]
@@ -442,8 +472,6 @@ class AgentWorker:
     async def _invoke(self, event: Event, ctx: Context) -> Any:
         options = self.options
         if options.is_async:
-            if options.timeout_s is None:
-                return await options.handler(event, ctx)
             async with asyncio.timeout(options.timeout_s):
                 return await options.handler(event, ctx)
         loop = asyncio.get_running_loop()
@@ -456,18 +484,25 @@ class AgentWorker:
         """Forward a failed record to the retry topic of its next delay, or dead-letter it."""
         policy = self.options.retry
         if not policy.should_retry(error, attempt):
+            if policy.is_non_retryable(error):
+                kind = ErrorKind.FATAL
             self._dead_letter(job, kind, error, attempt=attempt)
             return
         msg = job.msg
         delay_ms = policy.delay_ms(attempt)
         due_ms = int(time.time() * 1000) + policy.jittered_ms(delay_ms)
-        source = origin_of(msg)[0]
+        group_id = self.options.group_id
+        headers = retry_headers(
+            msg, kind=kind, error=error, attempt=attempt, group_id=group_id, due_ms=due_ms
+        )
+        source = origin_of(msg).topic
+        self._metrics.retried(source, kind)
         job.pending = 1
         self._publisher.send_raw(
-            retry_topic(source, self.options.group_id, delay_ms),
+            retry_topic(source, group_id, delay_ms),
             msg.value(),
             msg.key(),
-            retry_headers(msg, attempt=attempt, due_ms=due_ms, error=error),
+            headers,
             on_delivery=functools.partial(self._delivered, job),
         )
 
@@ -476,19 +511,19 @@ class AgentWorker:
     ) -> None:
         msg = job.msg
         options = self.options
-        origin = origin_of(msg)
         headers = dead_letter_headers(
             msg,
             kind=kind,
             error=error,
-            agent=options.agent,
+            attempt=attempt,
             group_id=options.group_id,
-            attempts=attempt,
-            origin=origin,
+            agent=options.agent,
         )
+        source = origin_of(msg).topic
+        self._metrics.dead_lettered(source, kind)
         job.pending = 1
         self._publisher.send_raw(
-            dead_letter_topic(origin[0], options.group_id),
+            dead_letter_topic(source, options.group_id),
             msg.value(),
             msg.key(),
             headers,
@@ -527,19 +562,16 @@ class AgentWorker:
         if part.revoked:
             return  # finished after its partition was released; accounted for then
         part.unacked -= 1
-        self._buffered -= 1
+        self._release(1)
         if part.offsets.complete(job.msg.offset()):
             self._dirty.add((job.msg.topic(), job.msg.partition()))
-        if self._paused:
-            self._update_backpressure()
 
-    def _update_backpressure(self) -> None:
-        """Pause every partition at ``concurrency`` buffered events, resume at half."""
-        limit = self.options.concurrency
-        paused = self._buffered >= limit if not self._paused else self._buffered > limit // 2
-        if paused != self._paused:
-            self._paused = paused
-            self._outbox.append(functools.partial(self._apply_backpressure, paused))
+    def _release(self, count: int) -> None:
+        """*count* records left the loop: wake the poll thread if it waits for room."""
+        self._released += count
+        self._metrics.in_flight(self._in_flight())
+        if not self._room.is_set() and self._in_flight() <= self.options.concurrency // 2:
+            self._room.set()
 
     def flush_offsets(self) -> None:
         """Serve delivery callbacks, then store the committable offsets that moved.
@@ -585,9 +617,9 @@ class AgentWorker:
         self.flush_offsets()
         for tp, part in parts.items():
             part.revoked = True
-            self._buffered -= part.offsets.unfinished
+            self._release(part.offsets.unfinished)
             del self._parts[tp]
-        self._update_backpressure()  # what was buffered for *tps* no longer holds the rest
+        self._metrics.assigned(len(self._parts))
 
 
 def _store(offsets: list[TopicPartition], consumer: Consumer) -> None:

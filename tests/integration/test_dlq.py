@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 import mesh.cli
 from mesh import Event, Mesh, Settings
 from mesh.envelope import Envelope
+from mesh.headers import FAILURE_HEADERS
 from mesh.tail import Tail
 from mesh.testing import unique_name
 from tests.integration.conftest import header, read_topic, running
@@ -116,15 +117,16 @@ def test_list_filters_and_show(scenario: Scenario, cli: Callable[..., Result]) -
     spec = scenario.spec
     listed = _listed(cli, "--app", spec)
     assert len(listed) == 5
-    assert {(r["agent"], r["error_kind"]) for r in listed} == {
-        ("planner", "handler"),
-        ("planner", "deserialization"),
-        ("auditor", "handler"),
-        ("auditor", "deserialization"),
+    assert {(r["agent"], r["reason"], r["error_kind"]) for r in listed} == {
+        ("planner", "exhausted", "transient"),
+        ("planner", "deserialization", "deserialization"),
+        ("auditor", "exhausted", "transient"),
+        ("auditor", "deserialization", "deserialization"),
     }
     one = next(r for r in listed if r["agent"] == "planner" and r["error_message"].endswith("t1"))
     assert one["id"] == f"{one['dlq_topic']}:{one['dlq_partition']}:{one['dlq_offset']}"
     assert one["dlq_topic"] == scenario.dlq("planner")
+    assert one["group"] == scenario.app.group_id("planner")
     assert one["original_topic"] == scenario.tasks.topic()
     assert one["original_partition"] == one["dlq_partition"]
     assert isinstance(one["original_offset"], int)
@@ -133,7 +135,13 @@ def test_list_filters_and_show(scenario: Scenario, cli: Callable[..., Result]) -
     assert one["correlation_id"] == scenario.roots["t1"].correlation_id
     assert one["event_type"] == "test.TaskCreated"
     assert one["redrive_count"] == 0
-    assert one["original_timestamp_ms"] <= one["failed_at_ms"] <= time.time() * 1000
+    assert (
+        one["original_timestamp_ms"]
+        <= one["first_failure_ms"]
+        <= one["failed_at_ms"]
+        <= time.time() * 1000
+    )
+    assert one["first_failure"].startswith(time.strftime("%Y-", time.gmtime()))
     assert one["failed_at"].startswith(time.strftime("%Y-", time.gmtime()))
 
     auditor = _listed(cli, "--app", spec, "--agent", "auditor")
@@ -148,6 +156,10 @@ def test_list_filters_and_show(scenario: Scenario, cli: Callable[..., Result]) -
     time.sleep(0.3)
     assert _listed(cli, "--app", spec, "--since", "200ms") == []
     assert len(_listed(cli, "--app", spec, "--limit", "2")) == 2
+    poisons = _listed(cli, "--app", spec, "--reason", "deserialization")
+    assert sorted(r["agent"] for r in poisons) == ["auditor", "planner"]
+    assert {r["error_class"] for r in poisons} == {"mesh.errors.DeserializationError"}
+    assert _listed(cli, "--app", spec, "--reason", "fatal") == []
 
     table = cli("dlq", "list", "--app", spec, "--agent", "planner").stdout
     assert one["id"] in table
@@ -163,7 +175,8 @@ def test_list_filters_and_show(scenario: Scenario, cli: Callable[..., Result]) -
     assert "value_error" in detail
     assert detail["value_base64"] == "B25vdCBhdnJv"  # b"\x07not avro"
     assert detail["key"] == "poison"
-    assert detail["headers"]["mesh.dlq.error-kind"] == "deserialization"
+    assert detail["headers"]["mesh.error.kind"] == "deserialization"
+    assert detail["headers"]["mesh.dlq.reason"] == "deserialization"
 
 
 def test_redrive_after_fix_processes_dead_letters(
@@ -191,7 +204,7 @@ def test_redrive_after_fix_processes_dead_letters(
     dead = {m.key(): m for m in _records(mesh_settings, scenario.dlq("planner"))}
     for msg in redriven:
         assert header(msg, "mesh.redrive-count") == "1"
-        assert not any(k.startswith("mesh.dlq.") for k, _ in msg.headers() or [])
+        assert not any(k in FAILURE_HEADERS for k, _ in msg.headers() or [])
         assert (
             header(msg, "mesh.correlation-id") == scenario.roots[msg.key().decode()].correlation_id
         )
@@ -210,6 +223,7 @@ def test_redrive_after_fix_processes_dead_letters(
         ["list", "--topic", "no-such-topic.dlq"],
         ["list", "--app", "no_such_module:app"],
         ["list", "--topic", "x", "--since", "soon"],
+        ["list", "--topic", "x", "--reason", "bored"],
         ["show", "not-an-id"],
         ["redrive"],
     ],

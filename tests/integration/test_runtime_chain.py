@@ -108,12 +108,13 @@ def test_failing_handler_and_poison_pill_go_to_the_dead_letter_topic(
 
     assert [m.key() for m in plans] == [b"good"]
     by_key = {m.key(): m for m in dead}
-    assert header(by_key[b"bad"], "mesh.dlq.error-kind") == "handler"
-    assert header(by_key[b"bad"], "mesh.dlq.error-class") == "ValueError"
-    assert header(by_key[b"bad"], "mesh.dlq.error-message") == "cannot plan boom"
-    assert header(by_key[b"bad"], "mesh.dlq.original-topic") == TaskCreated.topic()
+    assert header(by_key[b"bad"], "mesh.error.kind") == "transient"
+    assert header(by_key[b"bad"], "mesh.dlq.reason") == "exhausted"
+    assert header(by_key[b"bad"], "mesh.exception.class") == "ValueError"
+    assert header(by_key[b"bad"], "mesh.exception.message") == "cannot plan boom"
+    assert header(by_key[b"bad"], "mesh.original.topic") == TaskCreated.topic()
     assert header(by_key[b"bad"], "mesh.event-type") == "test.TaskCreated"
-    assert header(by_key[b"poison"], "mesh.dlq.error-kind") == "deserialization"
+    assert header(by_key[b"poison"], "mesh.error.kind") == "deserialization"
     assert by_key[b"poison"].value() == b"\x07not avro"  # byte for byte
 
 

@@ -1,0 +1,167 @@
+"""What a failed record carries on its way to a retry or dead-letter topic.
+
+The record goes on byte for byte (key, value, its own headers) with the failure headers
+of the :mod:`mesh.headers` contract. ``mesh.original.*`` and ``mesh.first-failure-ts``
+are written on the first hop and kept after it; the other failure headers describe the
+latest failure and replace the previous hop's.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from enum import StrEnum
+from typing import NamedTuple
+
+from confluent_kafka import Message
+
+from mesh.headers import (
+    ATTEMPT,
+    ERROR_KIND,
+    EXCEPTION_CLASS,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    FAILURE_HEADERS,
+    FIRST_FAILURE_TS,
+    ORIGINAL_GROUP,
+    ORIGINAL_OFFSET,
+    ORIGINAL_PARTITION,
+    ORIGINAL_TIMESTAMP,
+    ORIGINAL_TOPIC,
+)
+
+__all__ = [
+    "DeadLetterReason",
+    "ErrorKind",
+    "Origin",
+    "attempt_of",
+    "failure_headers",
+    "origin_of",
+    "qualified_name",
+]
+
+MAX_MESSAGE_BYTES = 4096
+MAX_STACKTRACE_BYTES = 8192
+_ORIGINALS = (
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_TIMESTAMP,
+    ORIGINAL_GROUP,
+)
+
+
+class ErrorKind(StrEnum):
+    """What went wrong (``mesh.error.kind``)."""
+
+    TRANSIENT = "transient"  # the handler raised: worth another try
+    FATAL = "fatal"  # a non-retryable error, or an output that cannot be encoded
+    DESERIALIZATION = "deserialization"  # the record cannot be decoded into its event type
+    TIMEOUT = "timeout"  # the handler exceeded its timeout
+
+
+class DeadLetterReason(StrEnum):
+    """Why a record was given up on (``mesh.dlq.reason``)."""
+
+    EXHAUSTED = "exhausted"  # every attempt of the retry policy failed
+    FATAL = "fatal"  # retrying cannot help: see ErrorKind.FATAL
+    DESERIALIZATION = "deserialization"
+    #: Reserved by the contract for records that outlive a deadline; not written yet.
+    DEADLINE = "deadline"
+
+    @classmethod
+    def of(cls, kind: ErrorKind) -> DeadLetterReason:
+        """The reason a record failing with *kind* is dead-lettered for."""
+        if kind is ErrorKind.DESERIALIZATION:
+            return cls.DESERIALIZATION
+        return cls.FATAL if kind is ErrorKind.FATAL else cls.EXHAUSTED
+
+
+class Origin(NamedTuple):
+    """Where a record was first consumed, before any retry hop."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def attempt_of(headers: list[tuple[str, bytes]] | None) -> int:
+    """Attempts already made on this record (0 for a record that never failed)."""
+    return _int(_last(headers, ATTEMPT)) or 0
+
+
+def origin_of(msg: Message) -> Origin:
+    """Where *msg* was first consumed: from ``mesh.original.*``, else where it is now."""
+    headers = msg.headers()
+    topic = _last(headers, ORIGINAL_TOPIC)
+    partition = _int(_last(headers, ORIGINAL_PARTITION))
+    offset = _int(_last(headers, ORIGINAL_OFFSET))
+    if topic is None or partition is None or offset is None:
+        return Origin(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+    return Origin(topic.decode("utf-8", "replace"), partition, offset)
+
+
+def failure_headers(
+    msg: Message, *, kind: ErrorKind, error: BaseException, attempt: int, group_id: str
+) -> list[tuple[str, bytes]]:
+    """The record's own headers, then the failure headers of this hop.
+
+    *attempt* counts the attempts made so far, the one that just failed included.
+    """
+    own = msg.headers() or []
+    previous = {k: v for k, v in own if k in FAILURE_HEADERS}
+    kept = [(k, v) for k, v in own if k not in FAILURE_HEADERS]
+    if previous.get(ORIGINAL_TOPIC) is not None:  # a later hop: keep the first one's
+        originals = [(name, previous[name]) for name in _ORIGINALS if previous.get(name)]
+    else:
+        _, timestamp_ms = msg.timestamp()
+        originals = [
+            (ORIGINAL_TOPIC, (msg.topic() or "").encode()),
+            (ORIGINAL_PARTITION, str(msg.partition()).encode()),
+            (ORIGINAL_OFFSET, str(msg.offset()).encode()),
+            (ORIGINAL_TIMESTAMP, str(timestamp_ms).encode()),
+            (ORIGINAL_GROUP, group_id.encode()),
+        ]
+    first_failure = previous.get(FIRST_FAILURE_TS) or str(time.time_ns() // 1_000_000).encode()
+    stacktrace = "".join(traceback.format_exception(error)).encode()
+    return [
+        *kept,
+        *originals,
+        (FIRST_FAILURE_TS, first_failure),
+        (ATTEMPT, str(attempt).encode()),
+        (ERROR_KIND, kind.value.encode()),
+        (EXCEPTION_CLASS, qualified_name(type(error)).encode()),
+        (EXCEPTION_MESSAGE, _head(str(error).encode(), MAX_MESSAGE_BYTES)),
+        # The most recent frames are the ones that tell what failed.
+        (EXCEPTION_STACKTRACE, _tail(stacktrace, MAX_STACKTRACE_BYTES)),
+    ]
+
+
+def qualified_name(cls: type) -> str:
+    """``ValueError``, ``mypkg.errors.BadInput``: how ``non_retryable`` and filters name it."""
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _last(headers: list[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for key, value in reversed(headers or ()):
+        if key == name:
+            return value
+    return None
+
+
+def _int(raw: bytes | None) -> int | None:
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
+
+
+def _head(raw: bytes, limit: int) -> bytes:
+    """At most *limit* bytes of *raw*, cut on a character boundary."""
+    return raw[:limit].decode("utf-8", "ignore").encode()
+
+
+def _tail(raw: bytes, limit: int) -> bytes:
+    return raw[-limit:].decode("utf-8", "ignore").encode()
