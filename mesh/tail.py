@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dt_time
@@ -28,7 +28,7 @@ from mesh.errors import BrokerError, InputError, MeshError
 from mesh.serde import Serde
 from mesh.topics import existing_topics
 
-__all__ = ["Tail", "TailRecord", "jsonable", "tail_record"]
+__all__ = ["Tail", "TailRecord", "jsonable", "tail_record", "topic_partitions"]
 
 _POLL_S = 0.2
 _BATCH = 500
@@ -99,8 +99,10 @@ class Tail:
     ``positions`` tells where each partition starts once entered: an offset, or
     ``"beginning"``. Starting "at the end" means at the high watermark read when entered,
     so exactly the records produced after that moment are shown. *from_offset* starts
-    every partition there instead. With *to_end*, reading stops at the high watermarks
-    read when entered (``ends``), so a read of what a topic holds terminates.
+    every partition there instead, and *starts* gives each partition its own offset. With
+    *to_end*, reading stops at the high watermarks read when entered (``ends``), so a
+    read of what a topic holds terminates; *ends* gives each partition its own
+    (exclusive) end instead.
     """
 
     def __init__(
@@ -112,12 +114,18 @@ class Tail:
         from_beginning: bool = False,
         from_offset: int | None = None,
         to_end: bool = False,
+        starts: Mapping[int, int] | None = None,
+        ends: Mapping[int, int] | None = None,
         serde: Serde | None = None,
         timeout_s: float = 10.0,
     ) -> None:
         self.topic = topic
         self._settings = settings
+        if partitions is None and starts is not None:
+            partitions = list(starts)
         self._partitions = list(partitions) if partitions else None
+        self._starts = dict(starts) if starts is not None else None
+        self._given_ends = dict(ends) if ends is not None else None
         self._from_beginning = from_beginning
         self._from_offset = from_offset
         self._to_end = to_end
@@ -128,7 +136,9 @@ class Tail:
         self.ends: dict[int, int] | None = None
 
     def __enter__(self) -> Tail:
-        partitions = self._check_partitions()
+        partitions = topic_partitions(
+            self._settings, self.topic, self._partitions, timeout_s=self._timeout_s
+        )
         self._consumer = Consumer(
             self._settings.kafka_config(
                 **{
@@ -140,11 +150,19 @@ class Tail:
             )
         )
         try:
-            if self._to_end or not (self._from_beginning or self._from_offset is not None):
+            starts: dict[int, int]
+            if self._given_ends is not None:
+                self.ends = self._given_ends
+            elif self._to_end or not (
+                self._from_beginning or self._from_offset is not None or self._starts
+            ):
                 self.ends = high_watermarks(
                     self._consumer, self.topic, partitions, timeout_s=self._timeout_s
                 )
-            if self._from_offset is not None:
+            if self._starts is not None:
+                starts = {p: self._starts[p] for p in partitions}
+                self.positions = dict(starts)
+            elif self._from_offset is not None:
                 starts = dict.fromkeys(partitions, self._from_offset)
                 self.positions = dict(starts)
             elif self._from_beginning:
@@ -154,7 +172,7 @@ class Tail:
                 assert self.ends is not None
                 starts = dict(self.ends)
                 self.positions = dict(starts)
-            if not self._to_end:
+            if not (self._to_end or self._given_ends is not None):
                 self.ends = None
             self._consumer.assign([TopicPartition(self.topic, p, o) for p, o in starts.items()])
         except BaseException:
@@ -208,6 +226,8 @@ class Tail:
                 partition, offset = msg.partition() or 0, msg.offset() or 0
                 if ends is not None:
                     next_offsets[partition] = offset + 1
+                    if offset + 1 >= ends[partition]:  # nothing more wanted from it
+                        consumer.pause([TopicPartition(self.topic, partition)])
                     if offset >= ends[partition]:
                         continue  # produced after the snapshot
                 yield msg
@@ -230,21 +250,26 @@ class Tail:
                     return False
         return True
 
-    def _check_partitions(self) -> list[int]:
-        admin = AdminClient(self._settings.kafka_config())
-        sizes = existing_topics(admin, timeout_s=self._timeout_s)
-        size = sizes.get(self.topic)
-        if size is None:
-            raise InputError(f"topic {self.topic!r} does not exist")
-        if self._partitions is None:
-            return list(range(size))
-        unknown = sorted({p for p in self._partitions if not 0 <= p < size})
-        if unknown:
-            raise InputError(
-                f"topic {self.topic!r} has partitions 0-{size - 1}, "
-                f"not {', '.join(map(str, unknown))}"
-            )
-        return sorted(set(self._partitions))
+
+def topic_partitions(
+    settings: Settings, topic: str, partitions: Sequence[int] | None, *, timeout_s: float = 10.0
+) -> list[int]:
+    """The partitions of *topic* to read (all when *partitions* is None), checked to exist.
+
+    Lists all topics rather than asking for one by name, which would create it on Tansu.
+    """
+    sizes = existing_topics(AdminClient(settings.kafka_config()), timeout_s=timeout_s)
+    size = sizes.get(topic)
+    if size is None:
+        raise InputError(f"topic {topic!r} does not exist")
+    if partitions is None:
+        return list(range(size))
+    unknown = sorted({p for p in partitions if not 0 <= p < size})
+    if unknown:
+        raise InputError(
+            f"topic {topic!r} has partitions 0-{size - 1}, not {', '.join(map(str, unknown))}"
+        )
+    return sorted(set(partitions))
 
 
 def tail_record(msg: Message, serde: Serde) -> TailRecord:

@@ -1,0 +1,90 @@
+"""``mesh trace CORRELATION_ID``: one chain as a tree, from Kafka alone (see :mod:`mesh.trace`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.tree import Tree
+
+from mesh.cli._console import console, err_console
+from mesh.config import load_settings, parse_duration
+from mesh.errors import InputError
+from mesh.trace import Failure, Step, trace
+
+__all__ = ["trace_"]
+
+
+def trace_(
+    *,
+    correlation_id: Annotated[str, typer.Argument(help="The chain's mesh.correlation-id.")],
+    since: Annotated[str, typer.Option("--since", help="How far back to look, e.g. 2h.")] = "24h",
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", "-t", help="Only topics matching this glob (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The tree as one JSON object.")] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
+    ] = None,
+) -> None:
+    """Show one chain: each event's agent, type, time and step latency, its retries and
+    dead letters, linked by causation id. Scans the event, retry and dead-letter topics."""
+    try:
+        since_s = parse_duration(since)
+    except ValueError as exc:
+        raise InputError(f"--since {since}: {exc}") from None
+    found = trace(load_settings(config_file), correlation_id, since_s=since_s, topics=topic or [])
+    if as_json:
+        print(json.dumps(found.to_json()))
+        return
+    if not found.roots:
+        err_console.print(
+            f"no events with correlation id {escape(correlation_id)} in the last {escape(since)} "
+            f"({found.scanned} records in {found.topics} topics, {found.seconds:.2f}s)"
+        )
+        raise typer.Exit(1)
+    root = Tree(f"[bold]chain {escape(correlation_id)}[/]")
+    for step in found.roots:
+        _add(root, step)
+    console.print(root)
+    err_console.print(
+        f"{found.steps} event(s); scanned {found.scanned} records in {found.topics} topics "
+        f"in {found.seconds:.2f}s"
+    )
+
+
+def _add(parent: Tree, step: Step) -> None:
+    latency = "" if step.latency_ms is None else f" [cyan]+{step.latency_ms} ms[/]"
+    node = parent.add(
+        f"[bold]{escape(step.event_type or '?')}[/] by [green]{escape(step.produced_by or '?')}"
+        f"[/] [dim]{_time(step.timestamp_ms)} {escape(step.topic)}[{step.partition}]"
+        f"@{step.offset}[/]{latency}"
+    )
+    for failure in step.failures:
+        node.add(_failure(failure))
+    for child in step.children:
+        _add(node, child)
+
+
+def _failure(failure: Failure) -> str:
+    error = f"{failure.error_class or '?'}: {failure.error_message or ''}"
+    who = escape(failure.agent or failure.group or "?")
+    when = _time(failure.timestamp_ms)
+    if failure.kind == "retry":
+        return f"[yellow]retry[/] {who} attempt {failure.attempt} failed [dim]{when}[/]: " + escape(
+            error
+        )
+    return (
+        f"[red]dead letter[/] {who} ({escape(failure.reason or '?')}, after {failure.attempt} "
+        f"attempt(s)) [dim]{when} {escape(failure.topic)}[/]: " + escape(error)
+    )
+
+
+def _time(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")

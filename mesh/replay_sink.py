@@ -1,0 +1,293 @@
+"""Where replayed records go: a stream of lines, another topic, or an agent's handler.
+
+Sinks that write to Kafka are dry runs unless built with ``execute=True``: they count
+what they would write and keep a sample, so the plan can be checked first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import json
+import uuid
+from typing import IO, Any, Literal
+
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
+
+from mesh import headers as h
+from mesh.config import Settings
+from mesh.envelope import Envelope, record_event_id
+from mesh.errors import InputError
+from mesh.event import Event
+from mesh.replay import ReplaySummary, header_value
+from mesh.runtime.app import Mesh, _with_context
+from mesh.runtime.context import Context
+from mesh.runtime.publisher import PRODUCER_DEFAULTS
+from mesh.serde import Serde
+from mesh.tail import tail_record
+from mesh.topics import TopicSpec, ensure_topics, existing_topics
+
+__all__ = ["AgentSink", "LineSink", "TopicSink", "raw_json"]
+
+_SAMPLE = 5
+_FLUSH_TIMEOUT_S = 30.0
+
+
+def raw_json(msg: Message) -> dict[str, Any]:
+    """A record with key, value and header values base64-encoded: lossless, no registry."""
+
+    def b64(data: bytes | None) -> str | None:
+        return None if data is None else base64.b64encode(data).decode("ascii")
+
+    _, timestamp_ms = msg.timestamp()
+    return {
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "timestamp": timestamp_ms if timestamp_ms >= 0 else None,
+        "key": b64(msg.key()),
+        "headers": [[name, b64(value)] for name, value in msg.headers() or ()],
+        "value": b64(msg.value()),
+    }
+
+
+class LineSink:
+    """One JSON object per record and line: decoded through the registry, or ``raw``."""
+
+    dry_run = False
+
+    def __init__(self, out: IO[str], *, fmt: Literal["json", "raw"], serde: Serde) -> None:
+        self._out = out
+        self._fmt = fmt
+        self._serde = serde
+
+    def write(self, msg: Message, summary: ReplaySummary) -> None:
+        data = raw_json(msg) if self._fmt == "raw" else tail_record(msg, self._serde).to_json()
+        self._out.write(json.dumps(data) + "\n")
+        summary.written += 1
+
+    def close(self, summary: ReplaySummary) -> None:
+        self._out.flush()
+
+
+class _Acks:
+    """A durable producer (as the runtime's) that counts the broker's acknowledgements."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = Producer(settings.kafka_config(**PRODUCER_DEFAULTS))
+        self.sent = 0
+        self.acked = 0
+        self.errors: list[str] = []
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes | None]],
+        partition: int | None = None,
+    ) -> None:
+        self.sent += 1
+        where = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._delivered, **where
+                )
+                break
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            self.acked += 1
+        else:
+            self.errors.append(err.str())
+
+    def settle(self, summary: ReplaySummary) -> None:
+        """Wait for every acknowledgement; unacknowledged records count as failed."""
+        self._producer.flush(_FLUSH_TIMEOUT_S)
+        summary.written += self.acked
+        summary.failed += self.sent - self.acked
+        summary.problems.extend(f"the broker refused a record: {e}" for e in self.errors[:5])
+
+
+def _ensure_topic(settings: Settings, name: str, partitions: int) -> int:
+    """Create topic *name* if missing; its partition count either way."""
+    admin = AdminClient(settings.kafka_config())
+    present = existing_topics(admin)
+    if name not in present:
+        defaults = settings.topics
+        ensure_topics(admin, [TopicSpec(name, partitions, defaults.replication_factor)])
+        return partitions
+    return present[name]
+
+
+class TopicSink:
+    """Copies records to *target* byte for byte (key, value, headers), in the same partition.
+
+    Each copy carries ``mesh.replay-id`` (this run) and ``mesh.replay-count`` one higher
+    than the record's; a record already replayed *max_replays* times is skipped, so a
+    replay loop (a topic replayed into itself, or into a topic an agent feeds back)
+    stops. *target* is created with the source's partition count when missing.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        target: str,
+        *,
+        source_partitions: int,
+        max_replays: int = 3,
+        execute: bool = False,
+        serde: Serde | None = None,
+    ) -> None:
+        self.dry_run = not execute
+        self.replay_id = str(uuid.uuid4())
+        self._target = target
+        self._max_replays = max_replays
+        self._serde = serde or Serde.from_settings(settings)
+        self._partitions = source_partitions
+        self._acks: _Acks | None = None
+        if execute:
+            self._partitions = _ensure_topic(settings, target, source_partitions)
+            self._acks = _Acks(settings)
+
+    def write(self, msg: Message, summary: ReplaySummary) -> None:
+        count = _int(header_value(msg, h.REPLAY_COUNT))
+        if count >= self._max_replays:
+            summary.skipped += 1
+            return
+        headers = [(k, v) for k, v in msg.headers() or () if k not in (h.REPLAY_ID, h.REPLAY_COUNT)]
+        headers += [(h.REPLAY_ID, self.replay_id.encode()), (h.REPLAY_COUNT, b"%d" % (count + 1))]
+        if self._acks is None:
+            summary.written += 1
+            if len(summary.sample) < _SAMPLE:
+                summary.sample.append(tail_record(msg, self._serde).to_json())
+            return
+        partition = msg.partition() or 0  # same partition, same order; else by key
+        same = partition if partition < self._partitions else None
+        self._acks.send(self._target, msg.value(), msg.key(), headers, same)
+
+    def close(self, summary: ReplaySummary) -> None:
+        if self._acks is not None:
+            self._acks.settle(summary)
+
+
+class AgentSink:
+    """Runs one agent's handler on each record, in this process, outside its consumer group.
+
+    The live group's offsets never move: the replay reads by assignment under a fresh
+    group id that never joins nor commits. What the handler emits goes to *emit_to*
+    (created when missing) with ``execute``, and is otherwise written to *out* as JSON
+    lines; ``written`` counts the emits. A handler that raises counts as
+    failed, with the error in the summary's problems. No retries, no dead letters.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        app: Mesh,
+        agent: str,
+        *,
+        emit_to: str | None = None,
+        execute: bool = False,
+        out: IO[str] | None = None,
+        serde: Serde | None = None,
+    ) -> None:
+        if agent not in app.agents:
+            known = ", ".join(app.agents) or "none"
+            raise InputError(f"app {app.name!r} has no agent {agent!r}; its agents are: {known}")
+        if execute and emit_to is None:
+            raise InputError("--to-agent --execute needs --emit-to-topic (or use --dry-run)")
+        self.dry_run = not execute
+        self._spec = app.agents[agent]
+        self._handler = _with_context(self._spec.handler)
+        self._serde = serde or Serde.from_settings(settings)
+        self._emit_to = emit_to
+        self._out = out
+        self._loop = asyncio.new_event_loop()
+        self._acks: _Acks | None = None
+        if execute and emit_to is not None:
+            _ensure_topic(settings, emit_to, settings.topics.partitions)
+            self._acks = _Acks(settings)
+
+    def write(self, msg: Message, summary: ReplaySummary) -> None:
+        raw_headers = msg.headers() or []
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        envelope = Envelope.from_headers(
+            raw_headers, fallback_event_id=record_event_id(topic, partition, offset)
+        )
+        ctx = Context(
+            agent=self._spec.name,
+            envelope=envelope,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=msg.key(),
+            raw_headers=raw_headers,
+        )
+        try:
+            event = self._serde.decode(msg.value(), self._model(msg))
+            result = self._loop.run_until_complete(self._call(event, ctx))
+            emits = ctx._finish()
+            if result is not None:
+                emits.extend(result if isinstance(result, list | tuple) else [result])
+            # encoded before anything is sent or printed: all of a record's emits, or none
+            encoded = [self._encode(out, envelope) for out in emits]
+        except Exception as exc:  # the handler, its input not decoding, an emit not encoding
+            ctx._finish()
+            summary.failed += 1
+            summary.problems.append(f"{topic}:{partition}:{offset}: {type(exc).__name__}: {exc}")
+            return
+        for child, key, value, data in encoded:
+            if self._acks is not None and self._emit_to is not None:
+                self._acks.send(self._emit_to, value, key, list(child.to_headers()))
+                continue
+            if self._out is not None:
+                self._out.write(json.dumps(data) + "\n")
+            summary.written += 1
+
+    def _model(self, msg: Message) -> type[Event]:
+        models = self._spec.consumes
+        wanted = Envelope.event_type_of(msg.headers())
+        return next((m for m in models if m.event_type() == wanted), models[0])
+
+    async def _call(self, event: Event, ctx: Context) -> Any:
+        if inspect.iscoroutinefunction(self._spec.handler):
+            return await self._handler(event, ctx)
+        return await asyncio.to_thread(self._handler, event, ctx)
+
+    def _encode(
+        self, event: Event, parent: Envelope
+    ) -> tuple[Envelope, bytes, bytes | None, dict[str, Any]]:
+        """An emit's envelope, key, value (for --execute) and JSON form (for a dry run)."""
+        child = parent.child(event.event_type(), self._spec.name)
+        key = type(event).key_of(event) or child.event_id.encode()
+        value = None
+        if self._acks is not None and self._emit_to is not None:  # a dry run registers nothing
+            value = self._serde.encode(event, self._emit_to)
+        data = {
+            "emitted": child.event_type,
+            "event_id": child.event_id,
+            "causation_id": child.causation_id,
+            "correlation_id": child.correlation_id,
+            "key": key.decode("utf-8", "replace"),
+            "value": event.model_dump(mode="json"),
+        }
+        return child, key, value, data
+
+    def close(self, summary: ReplaySummary) -> None:
+        self._loop.close()
+        if self._acks is not None:
+            self._acks.settle(summary)
+
+
+def _int(raw: bytes | None) -> int:
+    try:
+        return int(raw or b"0")
+    except ValueError:
+        return 0
