@@ -7,7 +7,8 @@ import sys
 import typer
 from rich.markup import escape
 
-from mesh.cli import config, dev, dlq, publish, registry, run, schema, tail
+from mesh.cli import config, demo, dev, dlq, publish, registry, replay, run, schema, tail
+from mesh.cli import trace as trace_cli
 from mesh.cli._console import err_console
 from mesh.errors import InputError, MeshError
 
@@ -25,9 +26,14 @@ app.add_typer(config.app, name="config")
 app.add_typer(registry.app, name="registry")
 app.add_typer(schema.app, name="schema")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(
+    replay.app, name="replay", help="Re-consume history into stdout, a topic or an agent."
+)
 app.command("run")(run.run)
 app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)
+app.command("trace")(trace_cli.trace_)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:
