@@ -15,6 +15,7 @@
 """
 
 from mesh.config import AgentSettings, Settings, load_settings
+from mesh.dedupe import Dedupe
 from mesh.envelope import Envelope
 from mesh.errors import (
     BrokerError,
@@ -36,6 +37,7 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "Context",
+    "Dedupe",
     "DeserializationError",
     "DevStackError",
     "EmitAfterFinishError",
