@@ -257,6 +257,7 @@ class AgentSink:
         return next((m for m in models if m.event_type() == wanted), models[0])
 
     async def _call(self, event: Event, ctx: Context) -> Any:
+        ctx._bind_logs()  # on the task run_until_complete made for this event
         if inspect.iscoroutinefunction(self._spec.handler):
             return await self._handler(event, ctx)
         return await asyncio.to_thread(self._handler, event, ctx)

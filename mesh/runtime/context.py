@@ -66,8 +66,13 @@ class Context:
         self._emits: list[Event | Delayed] | None = []
         self._headers: dict[str, bytes] | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
-        # Constructed on the task handling the event: every line that task logs from
-        # here on, the worker's own included, carries the event's ids.
+
+    def _bind_logs(self) -> None:
+        """Tag every line the calling task logs from now on (mesh's own too) with the ids.
+
+        Called by the runner on the task that handles the event: a context variable set
+        outside a task would stick to every later line of the thread.
+        """
         bind_event(self._log_fields())
 
     @property

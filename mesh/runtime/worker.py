@@ -401,6 +401,7 @@ class AgentWorker:
             raw_headers=headers,
             attempt=attempt_of(headers) + 1,
         )
+        ctx._bind_logs()  # this task handles this event only
         metrics = self._metrics
         topic = options.retry_sources.get(msg.topic())
         if topic is None:

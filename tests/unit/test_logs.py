@@ -43,11 +43,13 @@ def test_json_lines_carry_the_event_ids_through_ctx_log_and_plain_loggers() -> N
 
     async def handle() -> Context:  # each event is handled on a task of its own
         ctx = context()
+        ctx._bind_logs()  # as the worker does on that task
         ctx.log.info("answering %s", "q1")
         logging.getLogger("mesh.runtime.worker").warning("attempt failed")
         return ctx
 
     ctx = asyncio.run(handle())
+    context()  # a context built outside any task binds nothing
     logging.getLogger("mesh.app").info("outside any event")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
 
