@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     #: ``mesh run`` serves /metrics, /healthz and /readyz here; 0 turns it off.
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
+    #: A span per handled event through the OpenTelemetry API (the ``otel`` extra).
+    tracing: bool = False
 
     @classmethod
     def settings_customise_sources(

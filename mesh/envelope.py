@@ -155,10 +155,16 @@ class Envelope(NamedTuple):
         produced_by: str,
         *,
         headers: tuple[tuple[str, bytes], ...] = (),
+        span_id: str | None = None,
     ) -> Envelope:
-        """The envelope of an event emitted while handling this one: same chain and trace."""
+        """The envelope of an event emitted while handling this one: same chain and trace.
+
+        *span_id* names the span that handled this event (when tracing is on), so the
+        next hop's span becomes its child; by default a fresh id stands in for it.
+        """
         parent = self.traceparent
-        traceparent = f"00-{parent[3:35]}-{getrandbits(64) or 1:016x}-{parent[53:55]}"
+        span_id = span_id or f"{getrandbits(64) or 1:016x}"
+        traceparent = f"00-{parent[3:35]}-{span_id}-{parent[53:55]}"
         return _tuple_new(
             Envelope,
             (

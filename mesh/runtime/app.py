@@ -35,6 +35,7 @@ from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.schema import verify_schema
 from mesh.serde import Serde
 from mesh.topics import TopicSpec, ensure_topics, existing_topics
+from mesh.tracing import event_tracer
 
 __all__ = ["AgentSpec", "Mesh"]
 
@@ -250,14 +251,18 @@ class Mesh:
         consumer_config: dict[str, Any] | None = None,
         ready: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         """Run the agents until *stop* is set (or a signal arrives when *handle_signals*).
 
-        The workers record into *metrics* (see :func:`mesh.runtime.status.observed`).
+        The workers record into *metrics* (see :func:`mesh.runtime.status.observed`); with
+        ``settings.tracing`` they start spans from *tracer_provider* (the global one by
+        default).
         """
         specs = self._select(agents)
         self.prepare(specs)
         metrics = metrics or Metrics()
+        tracer = event_tracer(self.settings.tracing, tracer_provider)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         if handle_signals:
@@ -274,6 +279,7 @@ class Mesh:
                 serde=self._get_serde(),
                 executor=executor,
                 metrics=metrics.agent(spec.name),
+                tracer=tracer,
             )
             for spec in specs
         ]

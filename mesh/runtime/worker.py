@@ -53,6 +53,7 @@ from mesh.runtime.parking import Parking
 from mesh.runtime.publisher import Publisher
 from mesh.runtime.retry import due_at_ms, retry_headers, retry_topic
 from mesh.serde import Serde
+from mesh.tracing import EventTracer
 
 __all__ = ["AgentWorker", "WorkerOptions"]
 
@@ -132,8 +133,10 @@ class AgentWorker:
         serde: Serde,
         executor: ThreadPoolExecutor,
         metrics: AgentMetrics | None = None,
+        tracer: EventTracer | None = None,
     ) -> None:
         self.options = options
+        self._tracer = tracer
         self._metrics = metrics or Metrics().agent(options.agent)
         self._publisher = publisher
         self._serde = serde
@@ -410,6 +413,10 @@ class AgentWorker:
             due_ms = due_at_ms(msg)
             if due_ms is not None:
                 metrics.retry_lateness(time.time() - due_ms / 1000)
+        tracer = self._tracer
+        span = None
+        if tracer is not None:
+            span = tracer.start(options.agent, topic, msg.partition(), msg.offset(), envelope)
         started = time.perf_counter()
         try:
             if options.is_async and options.timeout_s is None:  # the common case, inlined
@@ -422,6 +429,8 @@ class AgentWorker:
             timed_out = isinstance(exc, TimeoutError)
             outcome = "timeout" if timed_out else "error"
             metrics.handled(topic, envelope.event_type, outcome, time.perf_counter() - started)
+            if span is not None:
+                tracer.end(span, exc)  # type: ignore[union-attr]
             self._failed(job, exc, ctx.attempt, timed_out=timed_out)
             return
         metrics.handled(topic, envelope.event_type, "ok", time.perf_counter() - started)
@@ -430,7 +439,11 @@ class AgentWorker:
         if result is not None:
             emits.extend(result if isinstance(result, list | tuple) else [result])
         self._release_lane(job)
-        self._send_outputs(job, envelope, emits, ctx.attempt)
+        span_id = None
+        if span is not None:
+            span_id = tracer.span_id(span)  # type: ignore[union-attr]
+            tracer.end(span)  # type: ignore[union-attr]
+        self._send_outputs(job, envelope, emits, ctx.attempt, span_id)
 
     def _failed(self, job: _Job, exc: Exception, attempt: int, *, timed_out: bool) -> None:
         if timed_out:
@@ -441,7 +454,9 @@ class AgentWorker:
         log.warning("agent %s: attempt %d failed: %r", self.options.agent, attempt, exc)
         self._retry_or_dead_letter(job, ErrorKind.TRANSIENT, exc, attempt)
 
-    def _send_outputs(self, job: _Job, envelope: Envelope, emits: list[Any], attempt: int) -> None:
+    def _send_outputs(
+        self, job: _Job, envelope: Envelope, emits: list[Any], attempt: int, span_id: str | None
+    ) -> None:
         """Send what a handler emitted; the input is finished once all of it is acknowledged."""
         if not emits:
             self._finish(job)
@@ -449,7 +464,9 @@ class AgentWorker:
         agent = self.options.agent
         try:  # encode everything first: all of the outputs are sent, or none
             records = [
-                self._publisher.encode(out, envelope.child(out.event_type(), agent))
+                self._publisher.encode(
+                    out, envelope.child(out.event_type(), agent, span_id=span_id)
+                )
                 for out in emits
             ]
         except SerializationError as exc:
