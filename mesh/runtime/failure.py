@@ -123,7 +123,7 @@ def failure_headers(
             (ORIGINAL_GROUP, group_id.encode()),
         ]
     first_failure = previous.get(FIRST_FAILURE_TS) or str(time.time_ns() // 1_000_000).encode()
-    stacktrace = "".join(traceback.format_exception(error)).encode()
+    stacktrace = _stacktrace(error).encode()
     return [
         *kept,
         *originals,
@@ -135,6 +135,22 @@ def failure_headers(
         # The most recent frames are the ones that tell what failed.
         (EXCEPTION_STACKTRACE, _tail(stacktrace, MAX_STACKTRACE_BYTES)),
     ]
+
+
+def _stacktrace(error: BaseException) -> str:
+    """The traceback, without source lines or chained causes.
+
+    ``traceback.format_exception`` reads every frame's source line and took 145 us per
+    failure here, enough to halve healthy throughput when a fifth of the events retry;
+    file, line and function (as in a log's traceback) take a few microseconds.
+    """
+    frames = [
+        f'  File "{frame.f_code.co_filename}", line {line}, in {frame.f_code.co_name}\n'
+        for frame, line in traceback.walk_tb(error.__traceback__)
+    ]
+    return "".join(
+        ["Traceback (most recent call last):\n", *frames, *traceback.format_exception_only(error)]
+    )
 
 
 def qualified_name(cls: type) -> str:
