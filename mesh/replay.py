@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Message, TopicPartition
@@ -42,7 +43,6 @@ __all__ = [
     "StartAt",
     "StopAt",
     "group_offsets",
-    "header_value",
     "parse_source",
     "parse_time_ms",
     "plan_replay",
@@ -257,14 +257,6 @@ def probe_consumer(settings: Settings) -> Consumer:
     )
 
 
-def header_value(msg: Message, name: str) -> bytes | None:
-    """The last value of header *name* (the one a reader acts on)."""
-    for key, raw in reversed(msg.headers() or ()):
-        if key == name:
-            return raw
-    return None
-
-
 @dataclass(frozen=True)
 class RecordFilter:
     """Which records a replay passes on; every given condition must hold.
@@ -280,10 +272,10 @@ class RecordFilter:
     error_class: str | None = None
     reason: str | None = None
 
-    def matches(self, msg: Message) -> bool:
-        if self.key is not None and msg.key() != self.key:
-            return False
-        wanted = [
+    @cached_property
+    def _wanted(self) -> list[tuple[str, bytes]]:
+        """Every header condition, as (name, value) pairs."""
+        return [
             *self.headers,
             *(
                 (n, v.encode())
@@ -295,6 +287,15 @@ class RecordFilter:
                 if v is not None
             ),
         ]
+
+    @property
+    def passes_all(self) -> bool:
+        return self.key is None and not self._wanted and self.error_class is None
+
+    def matches(self, msg: Message) -> bool:
+        if self.key is not None and msg.key() != self.key:
+            return False
+        wanted = self._wanted
         if not wanted and self.error_class is None:
             return True
         found = dict(msg.headers() or ())  # the last value of a repeated header wins
@@ -373,11 +374,12 @@ def replay(
         ends=None if following else {p: r.end or 0 for p, r in ranges.items()},
     ) as reader:
         try:
+            matches = None if where.passes_all else where.matches
             for msg in reader.messages():
                 summary.read += 1
                 if on_progress is not None and summary.read % _PROGRESS_EVERY == 0:
                     on_progress(summary.read, plan.size)
-                if not where.matches(msg):
+                if matches is not None and not matches(msg):
                     continue
                 summary.matched += 1
                 if rate_per_s is not None:

@@ -21,7 +21,7 @@ from mesh.config import Settings
 from mesh.envelope import Envelope, record_event_id
 from mesh.errors import InputError
 from mesh.event import Event
-from mesh.replay import ReplaySummary, header_value
+from mesh.replay import ReplaySummary
 from mesh.runtime.app import Mesh, _with_context
 from mesh.runtime.context import Context
 from mesh.runtime.publisher import PRODUCER_DEFAULTS
@@ -64,12 +64,19 @@ class LineSink:
         self._serde = serde
 
     def write(self, msg: Message, summary: ReplaySummary) -> None:
-        data = raw_json(msg) if self._fmt == "raw" else tail_record(msg, self._serde).to_json()
-        self._out.write(json.dumps(data) + "\n")
+        if self._fmt == "raw":
+            line = json.dumps(raw_json(msg))
+        else:
+            line = tail_record(msg, self._serde).to_json_line()
+        self._out.write(line + "\n")
         summary.written += 1
 
     def close(self, summary: ReplaySummary) -> None:
         self._out.flush()
+
+
+_POLL_EVERY = 1000
+_BY_KEY = -1  # librdkafka's "unassigned partition": the partitioner picks it by key
 
 
 class _Acks:
@@ -90,16 +97,22 @@ class _Acks:
         partition: int | None = None,
     ) -> None:
         self.sent += 1
-        where = {} if partition is None else {"partition": partition}
+        producer = self._producer
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._delivered, **where
+                producer.produce(
+                    topic,
+                    value,
+                    key,
+                    _BY_KEY if partition is None else partition,
+                    headers=headers,
+                    on_delivery=self._delivered,
                 )
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
-                self._producer.poll(0.05)
-        self._producer.poll(0)
+                producer.poll(0.05)
+        if not self.sent % _POLL_EVERY:  # serving callbacks per record cost more than sending
+            producer.poll(0)
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is None:
@@ -147,6 +160,7 @@ class TopicSink:
     ) -> None:
         self.dry_run = not execute
         self.replay_id = str(uuid.uuid4())
+        self._replay_id = self.replay_id.encode()
         self._target = target
         self._max_replays = max_replays
         self._serde = serde or Serde.from_settings(settings)
@@ -157,12 +171,18 @@ class TopicSink:
             self._acks = _Acks(settings)
 
     def write(self, msg: Message, summary: ReplaySummary) -> None:
-        count = _int(header_value(msg, h.REPLAY_COUNT))
+        headers = []
+        replayed = None  # the last mesh.replay-count wins
+        for name, value in msg.headers() or ():
+            if name == h.REPLAY_COUNT:
+                replayed = value
+            elif name != h.REPLAY_ID:
+                headers.append((name, value))
+        count = _int(replayed)
         if count >= self._max_replays:
             summary.skipped += 1
             return
-        headers = [(k, v) for k, v in msg.headers() or () if k not in (h.REPLAY_ID, h.REPLAY_COUNT)]
-        headers += [(h.REPLAY_ID, self.replay_id.encode()), (h.REPLAY_COUNT, b"%d" % (count + 1))]
+        headers += [(h.REPLAY_ID, self._replay_id), (h.REPLAY_COUNT, b"%d" % (count + 1))]
         if self._acks is None:
             summary.written += 1
             if len(summary.sample) < _SAMPLE:

@@ -52,7 +52,7 @@ def tail(
             )
             for record in reader.records(count=count, idle_timeout_s=timeout):
                 if as_json:
-                    print(json.dumps(record.to_json()), flush=True)
+                    print(record.to_json_line(), flush=True)
                 else:
                     _print(record)
     except KeyboardInterrupt:
