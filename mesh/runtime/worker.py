@@ -75,7 +75,7 @@ CONSUMER_REQUIRED: dict[str, Any] = {
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",
     "auto.commit.interval.ms": 1000,
-    "fetch.wait.max.ms": 100,
+    "fetch.wait.max.ms": 50,
 }
 
 
