@@ -24,7 +24,7 @@ from mesh.event import Event
 from mesh.replay import ReplaySummary
 from mesh.runtime.app import Mesh, _with_context
 from mesh.runtime.context import Context
-from mesh.runtime.publisher import PRODUCER_DEFAULTS
+from mesh.runtime.publisher import PRODUCER_DEFAULTS, produce
 from mesh.serde import Serde
 from mesh.tail import tail_record
 from mesh.topics import TopicSpec, ensure_topics, existing_topics
@@ -76,7 +76,6 @@ class LineSink:
 
 
 _POLL_EVERY = 1000
-_BY_KEY = -1  # librdkafka's "unassigned partition": the partitioner picks it by key
 
 
 class _Acks:
@@ -97,22 +96,12 @@ class _Acks:
         partition: int | None = None,
     ) -> None:
         self.sent += 1
-        producer = self._producer
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value,
-                    key,
-                    _BY_KEY if partition is None else partition,
-                    headers=headers,
-                    on_delivery=self._delivered,
-                )
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                producer.poll(0.05)
+        where = -1 if partition is None else partition  # -1: the partitioner picks by key
+        produce(
+            self._producer, topic, value, key, headers, partition=where, on_delivery=self._delivered
+        )
         if not self.sent % _POLL_EVERY:  # serving callbacks per record cost more than sending
-            producer.poll(0)
+            self._producer.poll(0)
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is None:

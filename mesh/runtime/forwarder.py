@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from mesh.config import Settings
 from mesh.runtime.delay import BUCKETS_MS, bucket_for, delay_topic, leaves_at_ms, target_of
 from mesh.runtime.parking import Parking
-from mesh.runtime.publisher import PRODUCER_DEFAULTS
+from mesh.runtime.publisher import PRODUCER_DEFAULTS, produce
 from mesh.runtime.retry import due_at_ms
 from mesh.runtime.worker import CONSUMER_DEFAULTS, CONSUMER_REQUIRED
 
@@ -112,7 +112,14 @@ class DelayForwarder:
         for msg in batch:
             topic = _destination(msg, now_ms)
             if topic is not None:
-                self._produce(topic, msg, delivered)
+                produce(
+                    self._producer,
+                    topic,
+                    msg.value(),
+                    msg.key(),
+                    msg.headers(),
+                    on_delivery=delivered,
+                )
         undelivered = self._producer.flush(30)
         firsts: dict[tuple[str, int], int] = {}
         lasts: dict[tuple[str, int], int] = {}
@@ -135,16 +142,6 @@ class DelayForwarder:
         self._consumer.store_offsets(
             offsets=[TopicPartition(t, p, offset + 1) for (t, p), offset in lasts.items()]
         )
-
-    def _produce(self, topic: str, msg: Message, on_delivery: Any) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic, msg.value(), msg.key(), headers=msg.headers(), on_delivery=on_delivery
-                )
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self._producer.poll(0.05)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.incremental_assign(partitions)

@@ -17,7 +17,7 @@ from mesh.runtime.delay import Delayed, delay_topic_specs, delayed_record
 from mesh.serde import Serde
 from mesh.topics import TopicSpec, ensure_topics
 
-__all__ = ["DeliveryCallback", "PublishError", "Publisher"]
+__all__ = ["DeliveryCallback", "PublishError", "Publisher", "produce"]
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
@@ -116,12 +116,7 @@ class Publisher:
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Queue already-encoded bytes (dead letters and retries forward records byte for byte)."""
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self._producer.poll(0.05)
+        produce(self._producer, topic, value, key, headers, on_delivery=on_delivery)
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Serve delivery callbacks."""
@@ -150,6 +145,29 @@ class Publisher:
             self._producer.poll(0)
             await asyncio.sleep(0.002)
         return _delivered(result)
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: Any,
+    *,
+    partition: int = -1,
+    on_delivery: DeliveryCallback | None = None,
+) -> None:
+    """Queue one record, waiting while librdkafka's local queue is full.
+
+    A full queue is back-pressure, not an error: serving delivery reports frees room.
+    *partition* -1 lets the partitioner choose by key.
+    """
+    while True:
+        try:
+            producer.produce(topic, value, key, partition, headers=headers, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def _delivered(result: list[tuple[KafkaError | None, Message]]) -> Message:

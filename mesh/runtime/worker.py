@@ -44,7 +44,7 @@ from mesh.config import RetryPolicy
 from mesh.envelope import Envelope, record_event_id
 from mesh.errors import DeserializationError, SerializationError
 from mesh.event import Event
-from mesh.metrics import AgentMetrics, Metrics
+from mesh.metrics import AgentMetrics
 from mesh.runtime.context import Context
 from mesh.runtime.dead_letter import dead_letter_headers, dead_letter_topic
 from mesh.runtime.failure import ErrorKind, attempt_of, origin_of
@@ -132,12 +132,12 @@ class AgentWorker:
         publisher: Publisher,
         serde: Serde,
         executor: ThreadPoolExecutor,
-        metrics: AgentMetrics | None = None,
+        metrics: AgentMetrics,
         tracer: EventTracer | None = None,
     ) -> None:
         self.options = options
         self._tracer = tracer
-        self._metrics = metrics or Metrics().agent(options.agent)
+        self._metrics = metrics
         self._publisher = publisher
         self._serde = serde
         self._executor = executor
