@@ -97,11 +97,16 @@ class RetryPolicy(_Section):
     #: Exception classes (simple or qualified names, base classes match) that go
     #: straight to the dead-letter topic.
     non_retryable: tuple[str, ...] = ()
+    #: Longest time a record may spend in retries, counted from its first failure: a
+    #: retry that would be due later is dead-lettered (reason ``deadline``) instead.
+    deadline: Duration | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _delays_make_sense(self) -> Self:
         if self.max_delay < self.initial_delay:
             raise ValueError("max_delay must not be smaller than initial_delay")
+        if self.deadline is not None and self.deadline < self.initial_delay:
+            raise ValueError("deadline must not be smaller than initial_delay (no retry fits)")
         return self
 
     def delay_ms(self, failures: int) -> int:
@@ -112,8 +117,22 @@ class RetryPolicy(_Section):
         return max(1, round(min(delay, self.max_delay) * 1000))
 
     def delays_ms(self) -> list[int]:
-        """The distinct delays the policy can use, one retry topic each."""
-        return sorted({self.delay_ms(n) for n in range(1, self.attempts)})
+        """The distinct delays the policy can use, one retry topic each.
+
+        A delay longer than the deadline is never used: its retry would be due past it.
+        """
+        limit = self._deadline_ms
+        delays = {self.delay_ms(n) for n in range(1, self.attempts)}
+        return sorted(d for d in delays if limit is None or d <= limit)
+
+    def past_deadline(self, *, first_failure_ms: int, due_ms: int) -> bool:
+        """Whether a retry due at *due_ms* is later than the deadline allows (epoch ms)."""
+        limit = self._deadline_ms
+        return limit is not None and due_ms > first_failure_ms + limit
+
+    @property
+    def _deadline_ms(self) -> int | None:
+        return None if self.deadline is None else round(self.deadline * 1000)
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """Whether attempt number *attempt* (1-based), failed with *error*, gets another."""

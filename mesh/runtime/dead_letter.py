@@ -27,13 +27,16 @@ def dead_letter_headers(
     attempt: int,
     group_id: str,
     agent: str,
+    reason: DeadLetterReason | None = None,
 ) -> list[tuple[str, bytes]]:
     """The record's own headers, the failure headers, the reason and the agent that gave up.
 
-    The reason follows from *kind*: ``deserialization``, ``fatal``, or else ``exhausted``
-    (a transient error or a timeout reaches the dead letters only after its last attempt).
+    The reason, unless given (``deadline``), follows from *kind*: ``deserialization``,
+    ``fatal``, or else ``exhausted`` (a transient error or a timeout reaches the dead
+    letters only after its last attempt).
     """
     headers = failure_headers(msg, kind=kind, error=error, attempt=attempt, group_id=group_id)
-    headers.append((DLQ_REASON, DeadLetterReason.of(kind).value.encode()))
+    reason = reason or DeadLetterReason.of(kind)
+    headers.append((DLQ_REASON, reason.value.encode()))
     headers.append((DLQ_AGENT, agent.encode()))
     return headers

@@ -36,6 +36,7 @@ __all__ = [
     "Origin",
     "attempt_of",
     "failure_headers",
+    "first_failure_of",
     "origin_of",
     "qualified_name",
 ]
@@ -66,8 +67,7 @@ class DeadLetterReason(StrEnum):
     EXHAUSTED = "exhausted"  # every attempt of the retry policy failed
     FATAL = "fatal"  # retrying cannot help: see ErrorKind.FATAL
     DESERIALIZATION = "deserialization"
-    #: Reserved by the contract for records that outlive a deadline; not written yet.
-    DEADLINE = "deadline"
+    DEADLINE = "deadline"  # the next retry would be due past the retry policy's deadline
 
     @classmethod
     def of(cls, kind: ErrorKind) -> DeadLetterReason:
@@ -88,6 +88,11 @@ class Origin(NamedTuple):
 def attempt_of(headers: list[tuple[str, bytes]] | None) -> int:
     """Attempts already made on this record (0 for a record that never failed)."""
     return _int(_last(headers, ATTEMPT)) or 0
+
+
+def first_failure_of(headers: list[tuple[str, bytes]] | None) -> int | None:
+    """When the record first failed (epoch ms), or None for a record that never failed."""
+    return _int(_last(headers, FIRST_FAILURE_TS))
 
 
 def origin_of(msg: Message) -> Origin:

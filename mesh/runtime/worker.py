@@ -47,7 +47,13 @@ from mesh.event import Event
 from mesh.metrics import AgentMetrics
 from mesh.runtime.context import Context
 from mesh.runtime.dead_letter import dead_letter_headers, dead_letter_topic
-from mesh.runtime.failure import ErrorKind, attempt_of, origin_of
+from mesh.runtime.failure import (
+    DeadLetterReason,
+    ErrorKind,
+    attempt_of,
+    first_failure_of,
+    origin_of,
+)
 from mesh.runtime.offsets import PartitionOffsets
 from mesh.runtime.parking import Parking
 from mesh.runtime.publisher import Publisher
@@ -508,7 +514,12 @@ class AgentWorker:
             return
         msg = job.msg
         delay_ms = policy.delay_ms(attempt)
-        due_ms = int(time.time() * 1000) + policy.jittered_ms(delay_ms)
+        now_ms = int(time.time() * 1000)
+        due_ms = now_ms + policy.jittered_ms(delay_ms)
+        first_ms = first_failure_of(msg.headers()) or now_ms
+        if policy.past_deadline(first_failure_ms=first_ms, due_ms=due_ms):
+            self._dead_letter(job, kind, error, attempt=attempt, reason=DeadLetterReason.DEADLINE)
+            return
         group_id = self.options.group_id
         headers = retry_headers(
             msg, kind=kind, error=error, attempt=attempt, group_id=group_id, due_ms=due_ms
@@ -525,7 +536,13 @@ class AgentWorker:
         )
 
     def _dead_letter(
-        self, job: _Job, kind: ErrorKind, error: BaseException, *, attempt: int
+        self,
+        job: _Job,
+        kind: ErrorKind,
+        error: BaseException,
+        *,
+        attempt: int,
+        reason: DeadLetterReason | None = None,
     ) -> None:
         msg = job.msg
         options = self.options
@@ -536,6 +553,7 @@ class AgentWorker:
             attempt=attempt,
             group_id=options.group_id,
             agent=options.agent,
+            reason=reason,
         )
         source = origin_of(msg).topic
         self._metrics.dead_lettered(source, kind)

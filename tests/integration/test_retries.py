@@ -14,8 +14,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from mesh import Context, Envelope, Event, Mesh, Settings
 from mesh import headers as h
 from mesh.config import RetryPolicy
+from mesh.dlq import DeadLetterFilter, read_dead_letters
 from mesh.errors import DeserializationError
 from mesh.headers import DUE_TS
+from mesh.runtime.failure import DeadLetterReason
 from mesh.serde import Serde
 from mesh.tail import Tail
 from mesh.testing import unique_name
@@ -183,6 +185,54 @@ def test_always_failing_event_is_dead_lettered_after_exactly_attempts_tries(
         assert header(hop, h.DLQ_REASON) is None
         for name in (h.ORIGINAL_TOPIC, h.ORIGINAL_OFFSET, h.FIRST_FAILURE_TS):
             assert header(hop, name) == header(dead, name)
+
+
+def test_a_record_whose_next_retry_would_be_due_past_the_deadline_is_dead_lettered(
+    make_app: Callable[..., Mesh], mesh_settings: Settings
+) -> None:
+    Job, Done = types()
+    app = make_app(Job, Done)
+    tries: list[int] = []
+    policy = RetryPolicy(attempts=10, backoff="fixed", initial_delay="300ms", deadline="1s")
+
+    @app.agent("worker", consumes=Job, retry=policy)
+    async def worker(event: Job, ctx: Context) -> None:
+        tries.append(ctx.attempt)
+        raise Flaky("never works")
+
+    group = app.group_id("worker")
+    dlq = f"{Job.topic()}.{group}.dlq"
+    with running(app):
+        app.publish(Job(job_id="doomed", n=1))
+        [dead] = read_topic(mesh_settings.bootstrap_servers, dlq, 1, partitions=3)
+
+    assert tries == list(range(1, len(tries) + 1))
+    assert 2 <= len(tries) < 10  # retried while a retry fitted, given up long before attempts
+    [source] = records(mesh_settings, Job.topic())
+    assert_failure_contract(
+        dead,
+        source=source,
+        group=group,
+        attempt=len(tries),
+        kind="transient",
+        reason="deadline",
+        error_class=f"{__name__}.Flaky",
+        agent="worker",
+    )
+    # Every retry scheduled was due within the deadline; the one refused would not have been.
+    first_ms = int(header(dead, h.FIRST_FAILURE_TS) or 0)
+    hops = records(mesh_settings, f"{Job.topic()}.{group}.retry.300ms")
+    assert [header(m, h.ATTEMPT) for m in hops] == [str(n) for n in range(1, len(tries))]
+    assert all(int(header(m, h.DUE_TS) or 0) <= first_ms + 1000 for m in hops)
+    _, dead_ms = dead.timestamp()
+    assert dead_ms + 300 > first_ms + 1000
+    # `mesh dlq list --reason deadline` finds it.
+    found = read_dead_letters(
+        mesh_settings, [dlq], where=DeadLetterFilter(reason=DeadLetterReason.DEADLINE)
+    )
+    [letter] = list(found)
+    assert letter.id == f"{dlq}:{dead.partition()}:{dead.offset()}"
+    assert letter.summary()["attempts"] == len(tries)
 
 
 def test_non_retryable_errors_and_unencodable_outputs_go_straight_to_the_dlq_as_fatal(

@@ -13,6 +13,7 @@ from mesh.runtime.failure import (
     DeadLetterReason,
     ErrorKind,
     attempt_of,
+    first_failure_of,
     origin_of,
 )
 from mesh.runtime.retry import due_at_ms, retry_headers
@@ -73,6 +74,7 @@ def test_first_hop_records_the_origin_and_later_hops_keep_it() -> None:
 
     hop = _record("jobs.app.worker.retry.1s", 0, 7, first)
     assert attempt_of(hop.headers()) == 1
+    assert first_failure_of(hop.headers()) == int(got[h.FIRST_FAILURE_TS])
     assert due_at_ms(hop) == 1_700_000_001_000
     assert origin_of(hop) == ("jobs", 2, 41)
     dead = _values(
@@ -98,6 +100,7 @@ def test_first_hop_records_the_origin_and_later_hops_keep_it() -> None:
 def test_a_record_that_never_failed_is_its_own_origin() -> None:
     fresh = _record("jobs", 1, 9, [])
     assert attempt_of(fresh.headers()) == 0
+    assert first_failure_of(fresh.headers()) is None
     assert due_at_ms(fresh) is None
     assert origin_of(fresh) == ("jobs", 1, 9)
 
@@ -133,3 +136,18 @@ def test_dead_letter_reason_follows_the_error_kind(
     kind: ErrorKind, reason: DeadLetterReason
 ) -> None:
     assert DeadLetterReason.of(kind) is reason
+
+
+def test_a_record_past_its_deadline_keeps_its_error_kind() -> None:
+    dead = _values(
+        dead_letter_headers(
+            _record("jobs", 0, 3, []),
+            kind=ErrorKind.TIMEOUT,
+            error=_raised(TimeoutError()),
+            attempt=4,
+            group_id="g",
+            agent="a",
+            reason=DeadLetterReason.DEADLINE,
+        )
+    )
+    assert (dead[h.DLQ_REASON], dead[h.ERROR_KIND]) == ("deadline", "timeout")
