@@ -11,7 +11,7 @@
 Both sides of a ratio read the same ``--count`` events (Avro, 5 fields, mesh envelope
 headers) from the same topic, in the same run. It starts its own broker and registry::
 
-    python bench/replay_bench.py [--count 50000] [--partitions 3] [--trace-events 10000]
+    python bench/replay_bench.py [--count 200000] [--partitions 3] [--trace-events 10000]
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def fill_trace(settings: Settings, serde: Serde, events: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--trace-events", type=int, default=10_000)
     args = parser.parse_args()

@@ -22,8 +22,9 @@ from mesh.envelope import Envelope, record_event_id
 from mesh.errors import InputError
 from mesh.event import Event
 from mesh.replay import ReplaySummary
-from mesh.runtime.app import Mesh, _with_context
+from mesh.runtime.app import Mesh
 from mesh.runtime.context import Context
+from mesh.runtime.invoke import invoke, with_context
 from mesh.runtime.publisher import PRODUCER_DEFAULTS, produce
 from mesh.serde import Serde
 from mesh.tail import tail_record
@@ -63,29 +64,38 @@ class LineSink:
         self._fmt = fmt
         self._serde = serde
 
-    def write(self, msg: Message, summary: ReplaySummary) -> None:
-        if self._fmt == "raw":
-            line = json.dumps(raw_json(msg))
-        else:
-            line = tail_record(msg, self._serde).to_json_line()
-        self._out.write(line + "\n")
-        summary.written += 1
+    def write(self, msgs: list[Message], summary: ReplaySummary) -> None:
+        out, serde = self._out, self._serde
+        for msg in msgs:
+            if self._fmt == "raw":
+                line = json.dumps(raw_json(msg))
+            else:
+                line = tail_record(msg, serde).to_json_line()
+            out.write(line + "\n")
+        summary.written += len(msgs)
+        out.flush()  # a reader at the other end of a pipe sees each batch as it comes
 
     def close(self, summary: ReplaySummary) -> None:
         self._out.flush()
 
 
-_POLL_EVERY = 1000
-
-
 class _Acks:
-    """A durable producer (as the runtime's) that counts the broker's acknowledgements."""
+    """A durable producer (the runtime's settings) that counts what the broker refused.
+
+    Only failures call back into Python (``delivery.report.only.error``): a call per
+    acknowledged record was a large share of a copy's time. Nothing counts as written
+    before :meth:`settle`'s flush has emptied the queue; what is left in it failed too.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self._producer = Producer(settings.kafka_config(**PRODUCER_DEFAULTS))
+        self.producer = Producer(
+            settings.kafka_config(
+                **PRODUCER_DEFAULTS,
+                **{"delivery.report.only.error": True, "on_delivery": self._refused},
+            )
+        )
         self.sent = 0
-        self.acked = 0
-        self.errors: list[str] = []
+        self._refusals: list[str] = []
 
     def send(
         self,
@@ -93,28 +103,24 @@ class _Acks:
         value: bytes | None,
         key: bytes | None,
         headers: list[tuple[str, bytes | None]],
-        partition: int | None = None,
     ) -> None:
         self.sent += 1
-        where = -1 if partition is None else partition  # -1: the partitioner picks by key
-        produce(
-            self._producer, topic, value, key, headers, partition=where, on_delivery=self._delivered
-        )
-        if not self.sent % _POLL_EVERY:  # serving callbacks per record cost more than sending
-            self._producer.poll(0)
+        produce(self.producer, topic, value, key, headers)
 
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.acked += 1
-        else:
-            self.errors.append(err.str())
+    def serve(self) -> None:
+        """Serve the delivery reports queued so far (each holds memory until served)."""
+        self.producer.poll(0)
+
+    def _refused(self, err: KafkaError, _msg: Message) -> None:
+        self._refusals.append(err.str())
 
     def settle(self, summary: ReplaySummary) -> None:
-        """Wait for every acknowledgement; unacknowledged records count as failed."""
-        self._producer.flush(_FLUSH_TIMEOUT_S)
-        summary.written += self.acked
-        summary.failed += self.sent - self.acked
-        summary.problems.extend(f"the broker refused a record: {e}" for e in self.errors[:5])
+        """Wait for every acknowledgement; records refused or still unacknowledged failed."""
+        unanswered = self.producer.flush(_FLUSH_TIMEOUT_S)  # serves the refusals too
+        failed = len(self._refusals) + unanswered
+        summary.written += self.sent - failed
+        summary.failed += failed
+        summary.problems.extend(f"the broker refused a record: {e}" for e in self._refusals[:5])
 
 
 def _ensure_topic(settings: Settings, name: str, partitions: int) -> int:
@@ -126,6 +132,9 @@ def _ensure_topic(settings: Settings, name: str, partitions: int) -> int:
         ensure_topics(admin, [TopicSpec(name, partitions, defaults.replication_factor)])
         return partitions
     return present[name]
+
+
+_REPLAY_COUNT, _REPLAY_ID = h.REPLAY_COUNT, h.REPLAY_ID
 
 
 class TopicSink:
@@ -147,39 +156,76 @@ class TopicSink:
         execute: bool = False,
         serde: Serde | None = None,
     ) -> None:
+        if max_replays < 1:
+            raise InputError("--max-replays must be at least 1")
         self.dry_run = not execute
         self.replay_id = str(uuid.uuid4())
         self._replay_id = self.replay_id.encode()
+        self._first_copy = [(h.REPLAY_ID, self._replay_id), (h.REPLAY_COUNT, b"1")]
         self._target = target
         self._max_replays = max_replays
         self._serde = serde or Serde.from_settings(settings)
         self._partitions = source_partitions
         self._acks: _Acks | None = None
         if execute:
+            self._acks = _Acks(settings)  # first: an idempotent producer is slow to start
             self._partitions = _ensure_topic(settings, target, source_partitions)
-            self._acks = _Acks(settings)
 
-    def write(self, msg: Message, summary: ReplaySummary) -> None:
-        headers = []
-        replayed = None  # the last mesh.replay-count wins
-        for name, value in msg.headers() or ():
-            if name == h.REPLAY_COUNT:
-                replayed = value
-            elif name != h.REPLAY_ID:
-                headers.append((name, value))
-        count = _int(replayed)
-        if count >= self._max_replays:
-            summary.skipped += 1
+    def write(self, msgs: list[Message], summary: ReplaySummary) -> None:
+        acks = self._acks
+        if acks is None:
+            self._plan(msgs, summary)
             return
-        headers += [(h.REPLAY_ID, self._replay_id), (h.REPLAY_COUNT, b"%d" % (count + 1))]
-        if self._acks is None:
+        # The hot loop of a copy: producer.produce is called directly, and produce()
+        # only when librdkafka's queue is full and it must wait for room.
+        send, producer = acks.producer.produce, acks.producer
+        target, partitions = self._target, self._partitions
+        sent = 0
+        for msg in msgs:
+            headers = self._headers(msg.headers())
+            if headers is None:
+                summary.skipped += 1
+                continue
+            partition = msg.partition()  # same partition, same order; else by key
+            if partition >= partitions:
+                partition = -1
+            try:
+                send(target, msg.value(), msg.key(), partition, headers=headers)
+            except BufferError:
+                produce(producer, target, msg.value(), msg.key(), headers, partition=partition)
+            sent += 1
+        acks.sent += sent
+        acks.serve()
+
+    def _plan(self, msgs: list[Message], summary: ReplaySummary) -> None:
+        """A dry run: count what would be copied, keep a sample."""
+        for msg in msgs:
+            if self._headers(msg.headers()) is None:
+                summary.skipped += 1
+                continue
             summary.written += 1
             if len(summary.sample) < _SAMPLE:
                 summary.sample.append(tail_record(msg, self._serde).to_json())
-            return
-        partition = msg.partition() or 0  # same partition, same order; else by key
-        same = partition if partition < self._partitions else None
-        self._acks.send(self._target, msg.value(), msg.key(), headers, same)
+
+    def _headers(
+        self, found: list[tuple[str, bytes | None]] | None
+    ) -> list[tuple[str, bytes | None]] | None:
+        """The copy's headers: *found* with this run's replay id and count, or None once
+        the record was replayed max_replays times."""
+        found = found or []
+        replayed, seen = None, False  # the last mesh.replay-count wins
+        for name, value in found:  # comparing names is cheaper than hashing fresh strings
+            if name == _REPLAY_COUNT:
+                replayed, seen = value, True
+            elif name == _REPLAY_ID:
+                seen = True
+        if not seen:  # never replayed: copy it as it is
+            return found + self._first_copy
+        count = _int(replayed)
+        if count >= self._max_replays:
+            return None
+        kept = [(n, v) for n, v in found if n not in (h.REPLAY_COUNT, h.REPLAY_ID)]
+        return [*kept, (h.REPLAY_ID, self._replay_id), (h.REPLAY_COUNT, b"%d" % (count + 1))]
 
     def close(self, summary: ReplaySummary) -> None:
         if self._acks is not None:
@@ -214,7 +260,9 @@ class AgentSink:
             raise InputError("--to-agent --execute needs --emit-to-topic (or use --dry-run)")
         self.dry_run = not execute
         self._spec = app.agents[agent]
-        self._handler = _with_context(self._spec.handler)
+        self._handler = with_context(self._spec.handler)
+        self._is_async = inspect.iscoroutinefunction(self._spec.handler)
+        self._timeout_s = app.timeout_s(agent)
         self._serde = serde or Serde.from_settings(settings)
         self._emit_to = emit_to
         self._out = out
@@ -224,7 +272,13 @@ class AgentSink:
             _ensure_topic(settings, emit_to, settings.topics.partitions)
             self._acks = _Acks(settings)
 
-    def write(self, msg: Message, summary: ReplaySummary) -> None:
+    def write(self, msgs: list[Message], summary: ReplaySummary) -> None:
+        for msg in msgs:
+            self._run(msg, summary)
+        if self._acks is not None:
+            self._acks.serve()
+
+    def _run(self, msg: Message, summary: ReplaySummary) -> None:
         raw_headers = msg.headers() or []
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
         envelope = Envelope.from_headers(
@@ -267,9 +321,9 @@ class AgentSink:
 
     async def _call(self, event: Event, ctx: Context) -> Any:
         ctx._bind_logs()  # on the task run_until_complete made for this event
-        if inspect.iscoroutinefunction(self._spec.handler):
-            return await self._handler(event, ctx)
-        return await asyncio.to_thread(self._handler, event, ctx)
+        return await invoke(
+            self._handler, event, ctx, is_async=self._is_async, timeout_s=self._timeout_s
+        )
 
     def _encode(
         self, event: Event, parent: Envelope

@@ -146,7 +146,7 @@ class Tail:
         self._from_beginning = from_beginning
         self._from_offset = from_offset
         self._to_end = to_end
-        self._serde = serde or Serde.from_settings(settings)
+        self._serde = serde  # built on first use: readers of messages() never need one
         self._timeout_s = timeout_s
         self._consumer: Consumer | None = None
         self.positions: dict[int, int | str] = {}
@@ -214,6 +214,8 @@ class Tail:
         self, *, count: int | None = None, idle_timeout_s: float | None = None
     ) -> Iterator[TailRecord]:
         """Records as they arrive; stops after *count*, or *idle_timeout_s* without one."""
+        if self._serde is None:
+            self._serde = Serde.from_settings(self._settings)
         for msg in self.messages(count=count, idle_timeout_s=idle_timeout_s):
             yield tail_record(msg, self._serde)
 
@@ -221,6 +223,14 @@ class Tail:
         self, *, count: int | None = None, idle_timeout_s: float | None = None
     ) -> Iterator[Message]:
         """Like :meth:`records`, undecoded: for readers that need only keys and headers."""
+        for batch in self.batches(count=count, idle_timeout_s=idle_timeout_s):
+            yield from batch
+
+    def batches(
+        self, *, count: int | None = None, idle_timeout_s: float | None = None
+    ) -> Iterator[list[Message]]:
+        """Like :meth:`messages`, a consumed batch at a time (never empty): a reader that
+        does its work per batch keeps up with the broker."""
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("enter the Tail (with Tail(...) as tail:) before reading")
@@ -234,25 +244,28 @@ class Tail:
             wait_s = _POLL_S
             if idle_timeout_s is not None:
                 wait_s = min(wait_s, max(idle_timeout_s - (time.monotonic() - last), 0.0))
+            batch: list[Message] = []
             for msg in consumer.consume(_BATCH, timeout=wait_s):
                 error = msg.error()
                 if error is not None:
                     if error.fatal():
                         raise BrokerError(f"reading {self.topic}: {error.str()}")
                     continue  # transient (a broker reconnecting): librdkafka retries
-                partition, offset = msg.partition() or 0, msg.offset() or 0
                 if ends is not None:
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
                     next_offsets[partition] = offset + 1
                     if offset + 1 >= ends[partition]:  # nothing more wanted from it
                         consumer.pause([TopicPartition(self.topic, partition)])
                     if offset >= ends[partition]:
                         continue  # produced after the snapshot
-                yield msg
-                seen += 1
+                batch.append(msg)
+            if count is not None:
+                del batch[count - seen :]
+            if batch:
+                yield batch
+                seen += len(batch)
                 last = time.monotonic()
-                if count is not None and seen >= count:
-                    return
-            if idle_timeout_s is not None and time.monotonic() - last >= idle_timeout_s:
+            elif idle_timeout_s is not None and time.monotonic() - last >= idle_timeout_s:
                 return
 
     def _reached(

@@ -29,6 +29,7 @@ from mesh.metrics import Metrics
 from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import Delayed, delay_topic_specs, deliver_at_ms
 from mesh.runtime.forwarder import DelayForwarder
+from mesh.runtime.invoke import with_context
 from mesh.runtime.publisher import Publisher
 from mesh.runtime.retry import retry_topic
 from mesh.runtime.worker import AgentWorker, WorkerOptions
@@ -175,6 +176,11 @@ class Mesh:
     def retry_policy(self, agent: str) -> RetryPolicy:
         """The effective retry policy of *agent*: the decorator's, else ``mesh.toml``'s."""
         return self._agents[agent].retry or self.settings.agent(agent).retry
+
+    def timeout_s(self, agent: str) -> float | None:
+        """The effective handler time limit of *agent*: the decorator's, else ``mesh.toml``'s."""
+        spec = self._agents[agent]
+        return spec.timeout_s if spec.timeout_s is not None else self.settings.agent(agent).timeout
 
     def retry_topics(self, agent: str) -> dict[str, str]:
         """Retry topic -> source topic, for every topic *agent* consumes."""
@@ -375,10 +381,10 @@ class Mesh:
             agent=spec.name,
             group_id=self.group_id(spec.name),
             topics=topics,
-            handler=_with_context(spec.handler),
+            handler=with_context(spec.handler),
             is_async=inspect.iscoroutinefunction(spec.handler),
             concurrency=spec.concurrency or configured.concurrency,
-            timeout_s=spec.timeout_s if spec.timeout_s is not None else configured.timeout,
+            timeout_s=self.timeout_s(spec.name),
             retry=self.retry_policy(spec.name),
             retry_sources=retry_sources,
             consumer_config=consumer_config,
@@ -415,25 +421,3 @@ def _returned_event_types(handler: Callable[..., Any]) -> tuple[type[Event], ...
 
     walk(hint)
     return tuple(found)
-
-
-def _with_context(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Handlers may omit the ``ctx`` parameter."""
-    params = [
-        p
-        for p in inspect.signature(handler).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    if len(params) >= 2:
-        return handler
-    if inspect.iscoroutinefunction(handler):
-
-        async def without_ctx_async(event: Event, _ctx: Any) -> Any:
-            return await handler(event)
-
-        return without_ctx_async
-
-    def without_ctx(event: Event, _ctx: Any) -> Any:
-        return handler(event)
-
-    return without_ctx

@@ -54,6 +54,7 @@ from mesh.runtime.failure import (
     first_failure_of,
     origin_of,
 )
+from mesh.runtime.invoke import invoke
 from mesh.runtime.offsets import PartitionOffsets
 from mesh.runtime.parking import Parking
 from mesh.runtime.publisher import Publisher
@@ -452,9 +453,7 @@ class AgentWorker:
         self._send_outputs(job, envelope, emits, ctx.attempt, span_id)
 
     def _failed(self, job: _Job, exc: Exception, attempt: int, *, timed_out: bool) -> None:
-        if timed_out:
-            if not exc.args:  # asyncio's is bare: say what happened, keep the traceback
-                exc.args = (f"handler took over {self.options.timeout_s}s",)
+        if timed_out:  # invoke() gave asyncio's bare TimeoutError its message
             self._retry_or_dead_letter(job, ErrorKind.TIMEOUT, exc, attempt)
             return
         log.warning("agent %s: attempt %d failed: %r", self.options.agent, attempt, exc)
@@ -495,12 +494,14 @@ class AgentWorker:
 
     async def _invoke(self, event: Event, ctx: Context) -> Any:
         options = self.options
-        if options.is_async:
-            async with asyncio.timeout(options.timeout_s):
-                return await options.handler(event, ctx)
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._executor, options.handler, event, ctx)
-        return await asyncio.wait_for(call, options.timeout_s)
+        return await invoke(
+            options.handler,
+            event,
+            ctx,
+            is_async=options.is_async,
+            timeout_s=options.timeout_s,
+            executor=self._executor,
+        )
 
     def _retry_or_dead_letter(
         self, job: _Job, kind: ErrorKind, error: BaseException, attempt: int

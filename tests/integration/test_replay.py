@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -378,3 +381,62 @@ def test_raw_format_is_lossless(source: Source, mesh_settings: Settings) -> None
     assert [name for name, _ in record["headers"]] == [name for name, _ in _headers(1)]
     serde = Serde.from_settings(mesh_settings)
     assert serde.decode_record(base64.b64decode(record["value"])) == {"order_id": "o1", "n": 1}
+
+
+def test_follow_delivers_new_records_until_ctrl_c(source: Source, mesh_settings: Settings) -> None:
+    env = {
+        **os.environ,
+        "MESH_BOOTSTRAP_SERVERS": mesh_settings.bootstrap_servers,
+        "MESH_REGISTRY_URL": mesh_settings.registry_url,
+    }
+    lines: queue.Queue[str] = queue.Queue()
+
+    def values(count: int) -> list[int]:
+        return sorted(json.loads(lines.get(timeout=30))["value"]["n"] for _ in range(count))
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "mesh", "replay", source.topic, "--follow", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        out, err = proc.stdout, proc.stderr
+        assert out is not None
+        assert err is not None
+
+        def read() -> None:
+            for line in out:
+                lines.put(line)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            assert values(RECORDS) == list(range(RECORDS))  # the history, then it waits
+            serde = Serde.from_settings(mesh_settings)
+            producer = Producer({"bootstrap.servers": mesh_settings.bootstrap_servers})
+            for i in range(RECORDS, RECORDS + 3):
+                value = serde.encode(Order(order_id=f"o{i}", n=i), source.topic)
+                producer.produce(source.topic, value, f"k{i % 4}".encode(), partition=i % 2)
+            assert producer.flush(10) == 0
+            assert values(3) == [RECORDS, RECORDS + 1, RECORDS + 2]
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+            reader.join()
+        stderr = err.read()
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stderr.strip().splitlines()[-1])
+    assert summary["plan"]["records"] is None  # an open range
+    assert (summary["read"], summary["written"], summary["failed"]) == (RECORDS + 3, RECORDS + 3, 0)
+    assert lines.empty()
+
+
+def test_rate_paces_the_records(source: Source, cli: Callable[..., Result]) -> None:
+    result = cli("replay", source.topic, "--rate", "50/s", "--json")
+    assert len(result.stdout.splitlines()) == RECORDS
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    # the first record at once, then one every 1/50 s: the last after 19/50 s
+    assert summary["written"] == RECORDS
+    assert summary["seconds"] >= (RECORDS - 1) / 50 * 0.95
