@@ -49,7 +49,3 @@ class PartitionOffsets:
             return True
         self._done.add(offset)
         return False
-
-    def oldest_unfinished(self) -> int | None:
-        """The first offset that blocks the commit, if any."""
-        return self._pending[0] if self._pending else None

@@ -15,7 +15,7 @@ def test_commit_point_is_the_first_unfinished_offset() -> None:
     assert offsets.committable == 11
     assert offsets.complete(11) is True
     assert offsets.committable == 13  # 12 was already finished
-    assert offsets.oldest_unfinished() == 13
+    assert offsets.unfinished == 1
     assert offsets.complete(13) is True
     assert offsets.committable == 14
     assert offsets.unfinished == 0
