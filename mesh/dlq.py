@@ -87,13 +87,11 @@ class DeadLetter:
 
     def header(self, name: str) -> str | None:
         """The last value of header *name* as text (the one a reader acts on)."""
-        for key, raw in reversed(self.headers):
-            if key == name:
-                return None if raw is None else raw.decode("utf-8", "replace")
-        return None
+        raw = h.last(self.headers, name)
+        return None if raw is None else raw.decode("utf-8", "replace")
 
     def header_int(self, name: str) -> int | None:
-        return _int(self.header(name))
+        return h.to_int(h.last(self.headers, name))
 
     @property
     def error_class(self) -> str:
@@ -338,10 +336,3 @@ def iso(epoch_ms: int | None) -> str | None:
     if epoch_ms is None or epoch_ms < 0:
         return None
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return None if text is None else int(text)
-    except ValueError:
-        return None

@@ -33,6 +33,7 @@ from mesh.headers import (
     EVENT_TYPE,
     PRODUCED_BY,
     TRACEPARENT,
+    last,
 )
 
 __all__ = [
@@ -224,10 +225,7 @@ class Envelope(NamedTuple):
     @staticmethod
     def event_type_of(headers: Headers | None) -> str | None:
         """Just the ``mesh.event-type`` header (to pick a model before decoding)."""
-        value = None
-        for key, raw in headers or ():
-            if key == EVENT_TYPE:
-                value = raw
+        value = last(headers, EVENT_TYPE)
         return None if value is None else value.decode("utf-8", "replace")
 
 

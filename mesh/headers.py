@@ -6,6 +6,8 @@ breaks users' dashboards, replay filters and redrive scripts, so they only ever 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "ATTEMPT",
     "CAUSATION_ID",
@@ -31,6 +33,8 @@ __all__ = [
     "REPLAY_COUNT",
     "REPLAY_ID",
     "TRACEPARENT",
+    "last",
+    "to_int",
 ]
 
 # -- every event (see mesh.envelope) -------------------------------------------------
@@ -87,3 +91,19 @@ FAILURE_HEADERS = frozenset(
 # -- records copied by `mesh replay --to-topic` -----------------------------------------
 REPLAY_ID = "mesh.replay-id"  # the replay run that wrote the copy
 REPLAY_COUNT = "mesh.replay-count"  # times the record was replayed; caps replay loops
+
+
+def last(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> bytes | None:
+    """The value of header *name*; of a repeated one the last, which is the one readers act on."""
+    for key, value in reversed(headers or ()):
+        if key == name:
+            return value
+    return None
+
+
+def to_int(raw: bytes | None) -> int | None:
+    """A header's integer value; None when it is absent or not a number."""
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None

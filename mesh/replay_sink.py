@@ -103,9 +103,11 @@ class _Acks:
         value: bytes | None,
         key: bytes | None,
         headers: list[tuple[str, bytes | None]],
+        partition: int = -1,
     ) -> None:
+        """Queue one record; *partition* -1 lets the partitioner choose by key."""
         self.sent += 1
-        produce(self.producer, topic, value, key, headers)
+        produce(self.producer, topic, value, key, headers, partition=partition)
 
     def serve(self) -> None:
         """Serve the delivery reports queued so far (each holds memory until served)."""
@@ -132,9 +134,6 @@ def _ensure_topic(settings: Settings, name: str, partitions: int) -> int:
         ensure_topics(admin, [TopicSpec(name, partitions, defaults.replication_factor)])
         return partitions
     return present[name]
-
-
-_REPLAY_COUNT, _REPLAY_ID = h.REPLAY_COUNT, h.REPLAY_ID
 
 
 class TopicSink:
@@ -176,25 +175,14 @@ class TopicSink:
         if acks is None:
             self._plan(msgs, summary)
             return
-        # The hot loop of a copy: producer.produce is called directly, and produce()
-        # only when librdkafka's queue is full and it must wait for room.
-        send, producer = acks.producer.produce, acks.producer
-        target, partitions = self._target, self._partitions
-        sent = 0
         for msg in msgs:
             headers = self._headers(msg.headers())
             if headers is None:
                 summary.skipped += 1
                 continue
-            partition = msg.partition()  # same partition, same order; else by key
-            if partition >= partitions:
-                partition = -1
-            try:
-                send(target, msg.value(), msg.key(), partition, headers=headers)
-            except BufferError:
-                produce(producer, target, msg.value(), msg.key(), headers, partition=partition)
-            sent += 1
-        acks.sent += sent
+            partition = msg.partition() or 0  # same partition, same order; else by key
+            same = partition if partition < self._partitions else -1
+            acks.send(self._target, msg.value(), msg.key(), headers, same)
         acks.serve()
 
     def _plan(self, msgs: list[Message], summary: ReplaySummary) -> None:
@@ -213,15 +201,10 @@ class TopicSink:
         """The copy's headers: *found* with this run's replay id and count, or None once
         the record was replayed max_replays times."""
         found = found or []
-        replayed, seen = None, False  # the last mesh.replay-count wins
-        for name, value in found:  # comparing names is cheaper than hashing fresh strings
-            if name == _REPLAY_COUNT:
-                replayed, seen = value, True
-            elif name == _REPLAY_ID:
-                seen = True
-        if not seen:  # never replayed: copy it as it is
+        names = [name for name, _ in found]
+        if h.REPLAY_COUNT not in names and h.REPLAY_ID not in names:  # never replayed
             return found + self._first_copy
-        count = _int(replayed)
+        count = h.to_int(h.last(found, h.REPLAY_COUNT)) or 0
         if count >= self._max_replays:
             return None
         kept = [(n, v) for n, v in found if n not in (h.REPLAY_COUNT, h.REPLAY_ID)]
@@ -348,10 +331,3 @@ class AgentSink:
         self._loop.close()
         if self._acks is not None:
             self._acks.settle(summary)
-
-
-def _int(raw: bytes | None) -> int:
-    try:
-        return int(raw or b"0")
-    except ValueError:
-        return 0

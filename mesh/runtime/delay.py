@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import Message
 
 from mesh.config import Settings, parse_duration
-from mesh.headers import DELAY_TARGET, DUE_TS
+from mesh.headers import DELAY_TARGET, DUE_TS, last
 from mesh.runtime.retry import due_at_ms, format_delay
 from mesh.topics import TopicSpec
 
@@ -151,7 +151,5 @@ def leaves_at_ms(msg: Message) -> int | None:
 
 def target_of(msg: Message) -> str | None:
     """The topic a delayed record is delivered to."""
-    for key, value in reversed(msg.headers() or ()):
-        if key == DELAY_TARGET:
-            return None if value is None else value.decode("utf-8", "replace")
-    return None
+    value = last(msg.headers(), DELAY_TARGET)
+    return None if value is None else value.decode("utf-8", "replace")

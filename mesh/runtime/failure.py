@@ -28,6 +28,8 @@ from mesh.headers import (
     ORIGINAL_PARTITION,
     ORIGINAL_TIMESTAMP,
     ORIGINAL_TOPIC,
+    last,
+    to_int,
 )
 
 __all__ = [
@@ -87,20 +89,20 @@ class Origin(NamedTuple):
 
 def attempt_of(headers: list[tuple[str, bytes]] | None) -> int:
     """Attempts already made on this record (0 for a record that never failed)."""
-    return _int(_last(headers, ATTEMPT)) or 0
+    return to_int(last(headers, ATTEMPT)) or 0
 
 
 def first_failure_of(headers: list[tuple[str, bytes]] | None) -> int | None:
     """When the record first failed (epoch ms), or None for a record that never failed."""
-    return _int(_last(headers, FIRST_FAILURE_TS))
+    return to_int(last(headers, FIRST_FAILURE_TS))
 
 
 def origin_of(msg: Message) -> Origin:
     """Where *msg* was first consumed: from ``mesh.original.*``, else where it is now."""
     headers = msg.headers()
-    topic = _last(headers, ORIGINAL_TOPIC)
-    partition = _int(_last(headers, ORIGINAL_PARTITION))
-    offset = _int(_last(headers, ORIGINAL_OFFSET))
+    topic = last(headers, ORIGINAL_TOPIC)
+    partition = to_int(last(headers, ORIGINAL_PARTITION))
+    offset = to_int(last(headers, ORIGINAL_OFFSET))
     if topic is None or partition is None or offset is None:
         return Origin(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
     return Origin(topic.decode("utf-8", "replace"), partition, offset)
@@ -163,20 +165,6 @@ def qualified_name(cls: type) -> str:
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-
-
-def _last(headers: list[tuple[str, bytes]] | None, name: str) -> bytes | None:
-    for key, value in reversed(headers or ()):
-        if key == name:
-            return value
-    return None
-
-
-def _int(raw: bytes | None) -> int | None:
-    try:
-        return None if raw is None else int(raw)
-    except ValueError:
-        return None
 
 
 def _head(raw: bytes, limit: int) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from confluent_kafka import Message
 
 from mesh.config import RetryPolicy
-from mesh.headers import DUE_TS
+from mesh.headers import DUE_TS, last, to_int
 from mesh.runtime.failure import ErrorKind, failure_headers
 
 __all__ = [
@@ -39,13 +39,7 @@ def retry_topic(source_topic: str, group_id: str, delay_ms: int) -> str:
 
 def due_at_ms(msg: Message) -> int | None:
     """When a retried (or delayed) record becomes due, or None for a record without the header."""
-    for key, value in reversed(msg.headers() or ()):
-        if key == DUE_TS:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    return to_int(last(msg.headers(), DUE_TS))
 
 
 def retry_headers(
