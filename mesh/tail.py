@@ -163,6 +163,10 @@ class Tail:
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "fetch.wait.max.ms": 100,  # Tansu does not wake a waiting fetch
+                    # librdkafka stops fetching a partition whose prefetch queue is full
+                    # for this long (default 1 s): a reader slower than the fetches (a
+                    # copy) then sat idle most of the time, waiting for the next fetch.
+                    "fetch.queue.backoff.ms": 100,
                 }
             )
         )
