@@ -13,7 +13,7 @@ import json
 import uuid
 from typing import IO, Any, Literal
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from mesh import headers as h
@@ -110,10 +110,10 @@ class _Acks:
     ) -> None:
         """Queue one record; *partition* -1 lets the partitioner choose by key."""
         self.sent += 1
-        try:  # the common case without the helper's frame: this runs once per record
-            self.producer.produce(topic, value, key, partition, headers=headers)
-        except BufferError:
+        try:
             produce(self.producer, topic, value, key, headers, partition=partition)
+        except KafkaException as exc:  # refused before it was queued (an unknown partition)
+            self._refused(exc.args[0], None)
 
     def serve(self) -> None:
         """Serve the refusals queued so far, every few thousand records.
@@ -125,7 +125,7 @@ class _Acks:
             self._served = self.sent
             self.producer.poll(0)
 
-    def _refused(self, err: KafkaError, _msg: Message) -> None:
+    def _refused(self, err: KafkaError, _msg: Message | None) -> None:
         self._refusals.append(err.str())
 
     def settle(self, summary: ReplaySummary) -> None:

@@ -23,6 +23,8 @@ from typer.testing import CliRunner, Result
 import mesh.cli
 from mesh import Event, Mesh, Settings, headers
 from mesh.config import RetryPolicy
+from mesh.replay import ReplaySummary, plan_replay
+from mesh.replay_sink import _Acks
 from mesh.serde import Serde
 from mesh.tail import Tail
 from mesh.testing import unique_name
@@ -286,6 +288,25 @@ def failed_chain(
 def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
     (future,) = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
     return {(tp.topic, tp.partition): tp.offset for tp in future.result().topic_partitions}
+
+
+def test_a_refused_copy_counts_as_failed_never_as_written(
+    mesh_settings: Settings, mesh_topic: Callable[..., str]
+) -> None:
+    """librdkafka refuses a record in a delivery report (before it knows the topic) or
+    in produce() itself (after): both count as failed, so the command exits 1."""
+    topic = mesh_topic(partitions=1)
+    acks = _Acks(mesh_settings)
+    for partition in (0, 7, 0, 7):  # partition 7 does not exist
+        acks.send(topic, b"v", None, [], partition)
+    acks.producer.flush(10)  # now it knows the topic has one partition
+    acks.send(topic, b"v", None, [], 7)
+    summary = ReplaySummary(plan=plan_replay(mesh_settings, topic), dry_run=False)
+    acks.settle(summary)
+    assert (summary.written, summary.failed) == (2, 3)
+    assert summary.problems
+    assert all("Unknown partition" in problem for problem in summary.problems)
+    assert len(read_topic(mesh_settings.bootstrap_servers, topic, 2, timeout_s=10)) == 2
 
 
 def test_to_agent_reruns_a_fixed_handler_without_moving_the_live_group(
