@@ -38,7 +38,7 @@ from mesh.devstack import free_port, start_broker, start_registry
 from mesh.envelope import Envelope
 from mesh.replay import plan_replay, replay
 from mesh.replay_sink import LineSink, TopicSink
-from mesh.runtime.publisher import PRODUCER_DEFAULTS
+from mesh.runtime.publisher import producer_config
 from mesh.serde import Serde
 from mesh.topics import TopicSpec, ensure_topics
 from mesh.trace import trace
@@ -142,7 +142,7 @@ def hand_written_copy(settings: Settings, topic: str, count: int, partitions: in
     mesh's, the two replay headers appended, no loop guard, no progress, no summary."""
     target = f"{topic}.hand-copy-{time.monotonic_ns()}"
     ensure_topics(AdminClient(settings.kafka_config()), [TopicSpec(target, partitions)])
-    producer = Producer(settings.kafka_config(**PRODUCER_DEFAULTS))
+    producer = Producer(producer_config(settings))
     consumer = _consumer(settings, topic, partitions)
     replay_id = str(uuid.uuid4()).encode()
     started = time.monotonic()

@@ -25,7 +25,7 @@ from mesh.replay import ReplaySummary
 from mesh.runtime.app import Mesh
 from mesh.runtime.context import Context
 from mesh.runtime.invoke import invoke, with_context
-from mesh.runtime.publisher import PRODUCER_DEFAULTS, produce
+from mesh.runtime.publisher import produce, producer_config
 from mesh.serde import Serde
 from mesh.tail import tail_record
 from mesh.topics import TopicSpec, ensure_topics, existing_topics
@@ -91,9 +91,8 @@ class _Acks:
 
     def __init__(self, settings: Settings) -> None:
         self.producer = Producer(
-            settings.kafka_config(
-                **PRODUCER_DEFAULTS,
-                **{"delivery.report.only.error": True, "on_delivery": self._refused},
+            producer_config(
+                settings, **{"delivery.report.only.error": True, "on_delivery": self._refused}
             )
         )
         self.sent = 0

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from mesh.config import Settings
 from mesh.runtime.delay import BUCKETS_MS, bucket_for, delay_topic, leaves_at_ms, target_of
 from mesh.runtime.parking import Parking
-from mesh.runtime.publisher import PRODUCER_DEFAULTS, produce
+from mesh.runtime.publisher import produce, producer_config
 from mesh.runtime.retry import due_at_ms
 from mesh.runtime.worker import CONSUMER_DEFAULTS, CONSUMER_REQUIRED
 
@@ -57,7 +57,7 @@ class DelayForwarder:
                 "group.id": DELAY_GROUP,
             }
         )
-        self._producer = Producer(settings.kafka_config(**PRODUCER_DEFAULTS))
+        self._producer = Producer(producer_config(settings))
         self._topics = {delay_topic(bucket) for bucket in BUCKETS_MS}
         self._parked = Parking(self._consumer, leaves_at_ms)
         self._stopping = threading.Event()

@@ -17,18 +17,21 @@ from mesh.runtime.delay import Delayed, delay_topic_specs, delayed_record
 from mesh.serde import Serde
 from mesh.topics import TopicSpec, ensure_topics
 
-__all__ = ["DeliveryCallback", "PublishError", "Publisher", "produce"]
+__all__ = ["DeliveryCallback", "PublishError", "Publisher", "produce", "producer_config"]
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
-#: Durable by default: no acknowledged event may be lost, and retries never reorder or
-#: duplicate within a partition.
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable.idempotence": True,
-    "linger.ms": 5,
-    "compression.type": "none",
-}
+#: What the delivery guarantee rests on: no acknowledged event may be lost, and retries
+#: never reorder or duplicate within a partition. The user's properties cannot change it.
+PRODUCER_REQUIRED: dict[str, Any] = {"acks": "all", "enable.idempotence": True}
+#: Tuning the user's properties override (``compression.type=lz4`` on a real cluster).
+PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 5, "compression.type": "none"}
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """librdkafka producer settings: mesh's defaults, the user's properties, *overrides*,
+    then what the delivery guarantee requires."""
+    return {**PRODUCER_DEFAULTS, **settings.kafka_config(**overrides, **PRODUCER_REQUIRED)}
 
 
 class Record(NamedTuple):
@@ -50,7 +53,7 @@ class Publisher:
     def __init__(self, settings: Settings, serde: Serde) -> None:
         self._settings = settings
         self._serde = serde
-        self._producer = Producer(settings.kafka_config(**PRODUCER_DEFAULTS))
+        self._producer = Producer(producer_config(settings))
         self._admin: AdminClient | None = None
         self._topics_ready: set[str] = set()
         self._lock = threading.Lock()

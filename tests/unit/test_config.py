@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from mesh.config import load_settings, parse_duration
+from mesh.config import Settings, load_settings, parse_duration
 from mesh.errors import ConfigError
+from mesh.runtime.publisher import producer_config
 
 
 @pytest.fixture(autouse=True)
@@ -116,3 +117,12 @@ def test_parse_duration(text: str | float, seconds: float) -> None:
 def test_parse_duration_rejects(text: str | bool) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def test_producer_tuning_is_the_users_and_durability_is_not() -> None:
+    settings = Settings(kafka={"compression.type": "lz4", "acks": "1", "enable.idempotence": False})
+    conf = producer_config(settings, **{"delivery.report.only.error": True})
+    assert conf["compression.type"] == "lz4"  # the user's tuning wins over mesh's default
+    assert conf["linger.ms"] == 5  # mesh's default where the user is silent
+    assert conf["delivery.report.only.error"] is True
+    assert (conf["acks"], conf["enable.idempotence"]) == ("all", True)
