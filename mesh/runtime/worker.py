@@ -165,6 +165,8 @@ class AgentWorker:
         self._dispatched = 0
         self._released = 0
         self._room = threading.Event()  # cleared by the poll thread when the loop is full
+        # A full loop takes records again once this few are in flight.
+        self._resume_at = options.concurrency - max(options.concurrency // 10, 1)
         self._dirty: set[TP] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._stopping = threading.Event()
@@ -233,7 +235,7 @@ class AgentWorker:
             metrics.polling()
             self._apply_outbox()
             if self._held:
-                if self._in_flight() <= limit // 2:
+                if self._in_flight() <= self._resume_at:
                     self._hold(False)
             elif self._in_flight() >= limit:
                 self._wait_for_room()
@@ -260,14 +262,16 @@ class AgentWorker:
         return self._dispatched - self._released
 
     def _wait_for_room(self) -> None:
-        """The loop holds ``concurrency`` records: wait until it finished half of them.
+        """The loop holds ``concurrency`` records: wait until it finished a tenth of them.
 
         Taking nothing meanwhile bounds memory; pausing only when the wait lasts keeps
         librdkafka's prefetched records, which a pause would drop, for fast handlers.
+        Waiting for half of them, as this once did, idled slow handlers: with 500 ms
+        handlers the wait often outlasted ``_HOLD_S``, and a pause refetches.
         """
         self._room.clear()
         # Check again after clearing: the loop may have made room in between.
-        if self._in_flight() > self.options.concurrency // 2 and not self._room.wait(_HOLD_S):
+        if self._in_flight() > self._resume_at and not self._room.wait(_HOLD_S):
             self._hold(True)
 
     def _dispatch(self) -> None:
@@ -607,7 +611,7 @@ class AgentWorker:
         """*count* records left the loop: wake the poll thread if it waits for room."""
         self._released += count
         self._metrics.in_flight(self._in_flight())
-        if not self._room.is_set() and self._in_flight() <= self.options.concurrency // 2:
+        if not self._room.is_set() and self._in_flight() <= self._resume_at:
             self._room.set()
 
     def flush_offsets(self) -> None:
