@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +30,7 @@ from mesh import headers as h
 from mesh._broker_compat import TP, end_offsets, offsets_for_times
 from mesh.config import Settings
 from mesh.errors import BrokerError, InputError
-from mesh.tail import Tail, topic_partitions
+from mesh.tail import Tail, reader_config, topic_partitions
 
 __all__ = [
     "ONE_END",
@@ -245,16 +244,7 @@ def group_offsets(
 
 def probe_consumer(settings: Settings) -> Consumer:
     """A consumer for look-ups only: never subscribes, never commits."""
-    return Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"mesh-replay-plan-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 100,  # Tansu does not wake a waiting fetch
-            }
-        )
-    )
+    return Consumer(reader_config(settings, "replay-plan", **{"auto.offset.reset": "earliest"}))
 
 
 @dataclass(frozen=True)

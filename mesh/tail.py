@@ -29,10 +29,28 @@ from mesh.errors import BrokerError, InputError, MeshError
 from mesh.serde import Serde
 from mesh.topics import existing_topics
 
-__all__ = ["Tail", "TailRecord", "jsonable", "tail_record", "topic_partitions"]
+__all__ = ["Tail", "TailRecord", "jsonable", "reader_config", "tail_record", "topic_partitions"]
 
 _POLL_S = 0.2
 _BATCH = 500
+
+
+def reader_config(settings: Settings, role: str, **extra: Any) -> dict[str, Any]:
+    """A consumer that reads by assignment (tail, replay, trace, look-ups) under a fresh
+    group id it never joins nor commits, so no live group is touched."""
+    return settings.kafka_config(
+        **{
+            "group.id": f"mesh-{role}-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "fetch.wait.max.ms": 100,  # Tansu does not wake a waiting fetch
+            # librdkafka stops fetching a partition whose prefetch queue is full for this
+            # long (default 1 s): a reader slower than the fetches (a copy) then sat idle
+            # most of the time, waiting for the next fetch.
+            "fetch.queue.backoff.ms": 100,
+            **extra,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -156,20 +174,7 @@ class Tail:
         partitions = topic_partitions(
             self._settings, self.topic, self._partitions, timeout_s=self._timeout_s
         )
-        self._consumer = Consumer(
-            self._settings.kafka_config(
-                **{
-                    "group.id": f"mesh-tail-{uuid.uuid4().hex[:12]}",  # never joined nor committed
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "fetch.wait.max.ms": 100,  # Tansu does not wake a waiting fetch
-                    # librdkafka stops fetching a partition whose prefetch queue is full
-                    # for this long (default 1 s): a reader slower than the fetches (a
-                    # copy) then sat idle most of the time, waiting for the next fetch.
-                    "fetch.queue.backoff.ms": 100,
-                }
-            )
-        )
+        self._consumer = Consumer(reader_config(self._settings, "tail"))
         try:
             starts: dict[int, int]
             if self._given_ends is not None:

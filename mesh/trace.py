@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from mesh import headers as h
 from mesh._broker_compat import TP, end_offsets, offsets_for_times
 from mesh.config import Settings
 from mesh.errors import BrokerError
+from mesh.tail import reader_config
 from mesh.topics import existing_topics
 
 __all__ = ["Failure", "Step", "Trace", "trace"]
@@ -141,13 +141,8 @@ def trace(
     }
     tps = [(name, p) for name, size in sorted(sizes.items()) for p in range(size)]
     consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"mesh-trace-{uuid.uuid4().hex[:12]}",  # never joined nor committed
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 10,
-            }
+        reader_config(
+            settings, "trace", **{"auto.offset.reset": "earliest", "fetch.wait.max.ms": 10}
         )
     )
     try:
