@@ -7,7 +7,7 @@
 2. ``GET /schemas/ids/{id}`` over those ids from ``--connections`` concurrent aiohttp
    connections for ``--duration`` seconds. Target >= 2,000 requests/s.
 
-It starts its own broker and registry through :mod:`mesh.devstack`::
+It starts its own broker and registry through :mod:`mesh.dev.stack`::
 
     python bench/registry_bench.py [--records 10000] [--connections 32] [--duration 5]
 """
@@ -25,10 +25,10 @@ import aiohttp
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from mesh.compatibility import CompatibilityLevel
-from mesh.devstack import free_port, start_broker, start_registry
+from mesh.dev.stack import free_port, start_broker, start_registry
+from mesh.kafka.topics import TopicSpec, ensure_topics
 from mesh.registry import records
-from mesh.topics import TopicSpec, ensure_topics
+from mesh.schema.compatibility import CompatibilityLevel
 
 VERSIONS_PER_SUBJECT = 10
 

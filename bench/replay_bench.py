@@ -34,14 +34,14 @@ from confluent_kafka.admin import AdminClient
 
 from mesh import Event, headers
 from mesh.config import Settings
-from mesh.devstack import free_port, start_broker, start_registry
+from mesh.dev.stack import free_port, start_broker, start_registry
 from mesh.envelope import Envelope
-from mesh.replay import plan_replay, replay
-from mesh.replay_sink import LineSink, TopicSink
-from mesh.runtime.publisher import producer_config
+from mesh.kafka.clients import admin_config, producer_config
+from mesh.kafka.topics import TopicSpec, ensure_topics
+from mesh.ops.replay import plan_replay, replay
+from mesh.ops.sinks import LineSink, TopicSink
+from mesh.ops.trace import trace
 from mesh.serde import Serde
-from mesh.topics import TopicSpec, ensure_topics
-from mesh.trace import trace
 
 
 class Reading(Event, topic="bench.readings", key="sensor", name="bench.Reading"):
@@ -54,7 +54,7 @@ class Reading(Event, topic="bench.readings", key="sensor", name="bench.Reading")
 
 def fill(settings: Settings, serde: Serde, topic: str, count: int, partitions: int) -> None:
     """*count* events on *topic*, each the start of its own chain."""
-    ensure_topics(AdminClient(settings.kafka_config()), [TopicSpec(topic, partitions)])
+    ensure_topics(AdminClient(admin_config(settings)), [TopicSpec(topic, partitions)])
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 10})
     now = datetime.now(UTC)
     for n in range(count):
@@ -80,7 +80,7 @@ def _consumer(settings: Settings, topic: str, partitions: int) -> Consumer:
             "group.id": f"bench-{time.monotonic_ns()}",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 100,
-            # The readers' setting (mesh.tail): librdkafka's 1 s default back-off after
+            # The readers' setting (mesh.kafka.reader): librdkafka's 1 s default back-off after
             # a full prefetch queue made a baseline run bimodal (83k or 200k records/s).
             "fetch.queue.backoff.ms": 100,
         }
@@ -141,7 +141,7 @@ def hand_written_copy(settings: Settings, topic: str, count: int, partitions: in
     """Seconds to copy *count* records as one would by hand: same producer settings as
     mesh's, the two replay headers appended, no loop guard, no progress, no summary."""
     target = f"{topic}.hand-copy-{time.monotonic_ns()}"
-    ensure_topics(AdminClient(settings.kafka_config()), [TopicSpec(target, partitions)])
+    ensure_topics(AdminClient(admin_config(settings)), [TopicSpec(target, partitions)])
     producer = Producer(producer_config(settings))
     consumer = _consumer(settings, topic, partitions)
     replay_id = str(uuid.uuid4()).encode()
@@ -200,7 +200,7 @@ def fill_trace(settings: Settings, serde: Serde, events: int) -> str:
     stem = "trace-bench"
     fill(settings, serde, f"{stem}.readings", events, 3)
     extra = [f"{stem}.steps", f"{stem}.steps.g.retry.1s", f"{stem}.steps.g.dlq"]
-    ensure_topics(AdminClient(settings.kafka_config()), [TopicSpec(t, 3) for t in extra])
+    ensure_topics(AdminClient(admin_config(settings)), [TopicSpec(t, 3) for t in extra])
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
     value = serde.encode(
         Reading(sensor="x", seq=0, value=0.0, unit="c", taken_at=datetime.now(UTC)),

@@ -37,9 +37,9 @@ from confluent_kafka import Producer
 
 from mesh import Context, Envelope, Event, Mesh, Settings
 from mesh.config import RetryPolicy, TopicDefaults
-from mesh.devstack import free_port, start_broker, start_registry
+from mesh.dev.stack import free_port, start_broker, start_registry
 from mesh.headers import DUE_TS
-from mesh.schema import generate_schemas
+from mesh.schema.files import generate_schemas
 from mesh.serde import Serde
 
 GROUP_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}

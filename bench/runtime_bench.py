@@ -10,7 +10,7 @@ what the contract costs in any Python implementation.
 Scenario 2 (slow handlers): each handler awaits 500 ms; 3 partitions, one process.
 (a) a plain asyncio loop with a semaphore and contiguous commits, (b) a mesh agent.
 
-Both start their own broker and registry through mesh.devstack and use the same data::
+Both start their own broker and registry through mesh.dev.stack and use the same data::
 
     python bench/runtime_bench.py [--events 200000] [--slow-events 20000]
 """
@@ -38,9 +38,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from mesh import Context, Event, Mesh, Settings
-from mesh.devstack import free_port, start_broker, start_registry
-from mesh.schema import generate_schemas
-from mesh.topics import TopicSpec, ensure_topics
+from mesh.dev.stack import free_port, start_broker, start_registry
+from mesh.kafka.topics import TopicSpec, ensure_topics
+from mesh.schema.files import generate_schemas
 
 GROUP_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 

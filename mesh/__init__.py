@@ -14,38 +14,40 @@
     async def planner(event: TaskCreated, ctx: Context) -> PlanReady | None: ...
 """
 
-from mesh.config import AgentSettings, Settings, load_settings
+from mesh.config import AgentSettings, RetryPolicy, Settings, load_settings
 from mesh.dedupe import Dedupe
 from mesh.envelope import Envelope
 from mesh.errors import (
     BrokerError,
     ConfigError,
     DeserializationError,
-    DevStackError,
+    InputError,
     MeshError,
+    PublishError,
     RegistryError,
     SchemaError,
     SerializationError,
 )
 from mesh.event import Event
-from mesh.runtime.app import AgentSpec, Mesh
+from mesh.runtime.app import Mesh
 from mesh.runtime.context import Context, EmitAfterFinishError
 
 __all__ = [
     "AgentSettings",
-    "AgentSpec",
     "BrokerError",
     "ConfigError",
     "Context",
     "Dedupe",
     "DeserializationError",
-    "DevStackError",
     "EmitAfterFinishError",
     "Envelope",
     "Event",
+    "InputError",
     "Mesh",
     "MeshError",
+    "PublishError",
     "RegistryError",
+    "RetryPolicy",
     "SchemaError",
     "SerializationError",
     "Settings",

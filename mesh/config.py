@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     )
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    #: The broker's kind: ``kafka`` (Apache Kafka, Confluent, MSK, Redpanda) never gets
+    #: the embedded broker's workarounds, ``tansu`` always does, ``auto`` asks the
+    #: cluster once per process (Tansu names itself in its cluster id).
+    broker: Literal["auto", "kafka", "tansu"] = "auto"
     #: Extra librdkafka properties (``"security.protocol" = "SASL_SSL"``, ...).
     kafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
     registry_url: str = "http://127.0.0.1:8081"

@@ -7,6 +7,7 @@ Every error mesh raises on purpose derives from :class:`MeshError`, so a caller
     ├── ConfigError          a config file or MESH_* variable is invalid
     ├── InputError           a command's input is malformed or names nothing (CLI exit 2)
     ├── BrokerError          the broker cannot be found, started or reached
+    ├── PublishError         the broker did not acknowledge an event (refused or timed out)
     ├── DevStackError        `mesh dev` cannot start, find or stop its processes
     ├── SchemaError          an event type has no Avro form, or its .avsc is missing or drifted
     ├── RegistryError        the schema registry is unreachable or failed (transient: retry)
@@ -33,6 +34,7 @@ __all__ = [
     "EncodeFailure",
     "InputError",
     "MeshError",
+    "PublishError",
     "RegistryError",
     "RegistryServerError",
     "SchemaError",
@@ -71,6 +73,10 @@ class InputError(MeshError):
 
 class BrokerError(MeshError):
     """A Kafka broker could not be located, started or reached."""
+
+
+class PublishError(MeshError):
+    """The broker did not acknowledge an event: it refused it, or did not answer in time."""
 
 
 class DevStackError(MeshError):

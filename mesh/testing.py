@@ -23,8 +23,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from mesh.config import Settings
-from mesh.devstack import free_port, start_broker, start_registry
-from mesh.topics import TopicSpec, ensure_topics
+from mesh.dev.stack import free_port, start_broker, start_registry
+from mesh.kafka.topics import TopicSpec, ensure_topics
 
 __all__ = ["FAST_GROUP_CONFIG", "unique_name"]
 

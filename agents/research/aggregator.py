@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
@@ -25,6 +24,7 @@ from agents.research.events import FindingReported, ReportDrafted
 from mesh import Context, Mesh
 from mesh.errors import DeserializationError
 from mesh.headers import ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TOPIC
+from mesh.kafka.clients import reader_config
 from mesh.serde import Serde
 
 __all__ = ["Aggregator"]
@@ -119,13 +119,6 @@ class Aggregator:
             settings = self._app.settings
             self._serde = Serde.from_settings(settings)
             self._reader = Consumer(
-                settings.kafka_config(
-                    **{
-                        "group.id": f"research-aggregator-reader-{uuid.uuid4().hex[:8]}",
-                        "enable.auto.commit": False,
-                        "auto.offset.reset": "earliest",
-                        "fetch.wait.max.ms": 50,
-                    }
-                )
+                reader_config(settings, "research-aggregator", **{"auto.offset.reset": "earliest"})
             )
         return self._reader, self._serde

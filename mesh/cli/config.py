@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli._app import load_app
 from mesh.cli._console import console
 from mesh.config import load_settings
+from mesh.dev.loader import load_app
 
 app = typer.Typer(help="Inspect the effective configuration (mesh.toml + MESH_* variables).")
 

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from mesh.cli._console import console, err_console
 from mesh.config import Settings, load_settings
-from mesh.demo import APP_SPEC, DemoOptions, DemoReport, RunStatus, run_demo
+from mesh.dev.demo import APP_SPEC, DemoOptions, DemoReport, RunStatus, run_demo
 from mesh.errors import InputError
 
 __all__ = ["demo"]

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from mesh.cli._console import console
 from mesh.config import load_settings
-from mesh.devstack import DevStack
-from mesh.smoke import run_smoke
+from mesh.dev.smoke import run_smoke
+from mesh.dev.stack import DevStack
 
 app = typer.Typer(
     help="Run a local broker and schema registry in the background (state in .mesh/).",

@@ -1,4 +1,4 @@
-"""``mesh dlq``: list, show and redrive dead letters (the library is :mod:`mesh.dlq`)."""
+"""``mesh dlq``: list, show and redrive dead letters (the library is :mod:`mesh.ops.dlq`)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from rich.table import Column, Table
 
 __all__ = ["app"]
 
-from mesh.cli._app import load_app
 from mesh.cli._console import console, err_console
 from mesh.config import Settings, load_settings, parse_duration
-from mesh.dlq import (
+from mesh.dev.loader import load_app
+from mesh.errors import ConfigError, InputError
+from mesh.headers import EXCEPTION_STACKTRACE
+from mesh.ops.dlq import (
     DeadLetter,
     DeadLetterFilter,
     OnRead,
@@ -29,8 +31,6 @@ from mesh.dlq import (
     read_one,
     redrive,
 )
-from mesh.errors import ConfigError, InputError
-from mesh.headers import EXCEPTION_STACKTRACE
 from mesh.runtime.failure import DeadLetterReason
 
 app = typer.Typer(

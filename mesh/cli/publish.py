@@ -11,12 +11,12 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mesh.cli._app import load_app, load_object
 from mesh.cli._console import console
 from mesh.config import load_settings
+from mesh.dev.loader import load_app, load_object
 from mesh.errors import ConfigError, InputError
 from mesh.event import Event
-from mesh.publish import (
+from mesh.ops.publish import (
     event_from_json,
     event_type_of,
     extra_headers,

@@ -10,6 +10,8 @@ import typer
 
 from mesh.config import load_settings
 from mesh.errors import ConfigError
+from mesh.kafka.clients import admin_config
+from mesh.kafka.compat import tuning
 from mesh.registry import RegistryConfig, run
 
 app = typer.Typer(
@@ -65,7 +67,8 @@ def serve(
     )
     run(
         RegistryConfig(
-            kafka=settings.kafka_config(),
+            kafka=admin_config(settings),
+            reader_tuning=tuning(settings, "registry"),
             host=host,
             port=port,
             topic=topic,

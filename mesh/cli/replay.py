@@ -1,6 +1,6 @@
 """``mesh replay`` (re-consume history into a sink) and ``mesh replay reset-group``.
 
-The libraries are :mod:`mesh.replay`, :mod:`mesh.replay_sink` and :mod:`mesh.offset_reset`.
+The libraries are :mod:`mesh.ops.replay`, :mod:`mesh.ops.sinks` and :mod:`mesh.ops.reset`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from rich.progress import Progress
 from rich.table import Table
 from typer.core import TyperGroup
 
-from mesh.cli._app import load_app
 from mesh.cli._console import console, err_console
 from mesh.config import Settings, load_settings, parse_duration
+from mesh.dev.loader import load_app
 from mesh.errors import ConfigError, InputError
-from mesh.offset_reset import ResetPlan, ResetTo, apply_reset, plan_reset, read_offsets_csv
-from mesh.replay import (
+from mesh.kafka.clients import admin_config
+from mesh.kafka.topics import existing_topics
+from mesh.ops.replay import (
     ONE_END,
     ONE_START,
     OnProgress,
@@ -40,11 +41,11 @@ from mesh.replay import (
     plan_replay,
     replay,
 )
-from mesh.replay_sink import AgentSink, LineSink, TopicSink
+from mesh.ops.reset import ResetPlan, ResetTo, apply_reset, plan_reset, read_offsets_csv
+from mesh.ops.sinks import AgentSink, LineSink, TopicSink
 from mesh.runtime.app import Mesh
 from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.serde import Serde
-from mesh.topics import existing_topics
 
 __all__ = ["app"]
 
@@ -266,7 +267,7 @@ def _source(
     if dlq not in mesh_app.agents:
         known = ", ".join(mesh_app.agents) or "none"
         raise InputError(f"app {mesh_app.name!r} has no agent {dlq!r}; its agents are: {known}")
-    present = existing_topics(AdminClient(settings.kafka_config()))
+    present = existing_topics(AdminClient(admin_config(settings)))
     topics = [
         dead_letter_topic(t.topic(), mesh_app.group_id(dlq)) for t in mesh_app.agents[dlq].consumes
     ]

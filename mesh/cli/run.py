@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli._app import load_app
+from mesh.dev.loader import load_app
 from mesh.logs import configure_logging
 from mesh.runtime.status import observed
 

@@ -13,14 +13,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from rich.markup import escape
 from rich.table import Table
 
-from mesh.cli._app import import_from_cwd, load_app
 from mesh.cli._console import console, err_console
-from mesh.compatibility import CompatibilityLevel
 from mesh.config import Settings, load_settings
+from mesh.dev.loader import import_from_cwd, load_app
 from mesh.errors import InputError, SchemaError
 from mesh.event import Event
-from mesh.schema import SCHEMA_DIR, find_event_types, generate_schemas
-from mesh.schema_check import (
+from mesh.schema.check import (
     Levels,
     Naming,
     Report,
@@ -30,8 +28,10 @@ from mesh.schema_check import (
     default_ref,
     read_schema_dir,
 )
+from mesh.schema.compatibility import CompatibilityLevel
+from mesh.schema.files import SCHEMA_DIR, find_event_types, generate_schemas
+from mesh.schema.subjects import diff_versions, list_subjects, register_schemas, show_version
 from mesh.serde import SubjectStrategy
-from mesh.subjects import diff_versions, list_subjects, register_schemas, show_version
 
 app = typer.Typer(
     help="Event schemas: the .avsc files in schemas/, generated from the event types.",

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from mesh.cli._console import console, err_console
 from mesh.config import load_settings
-from mesh.tail import Tail, TailRecord
+from mesh.kafka.reader import Tail, TailRecord
 
 
 def tail(

@@ -1,4 +1,4 @@
-"""``mesh trace CORRELATION_ID``: one chain as a tree, from Kafka alone (see :mod:`mesh.trace`)."""
+"""``mesh trace CORRELATION_ID``: one chain as a tree, from Kafka alone (:mod:`mesh.ops.trace`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.tree import Tree
 from mesh.cli._console import console, err_console
 from mesh.config import load_settings, parse_duration
 from mesh.errors import InputError
-from mesh.trace import Failure, Step, trace
+from mesh.ops.trace import Failure, Step, trace
 
 __all__ = ["trace_"]
 

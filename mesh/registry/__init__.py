@@ -10,7 +10,7 @@ unchanged. Modules, from the wire inwards:
 - :mod:`~mesh.registry.writer` and :mod:`~mesh.registry.reader` talk to the ``_schemas``
   topic, whose format is :mod:`~mesh.registry.records`;
 - :mod:`~mesh.registry.store` holds the state in memory;
-- :mod:`~mesh.registry.schema` is pure Avro logic (compatibility: :mod:`mesh.compatibility`);
+- :mod:`~mesh.registry.schema` is pure Avro logic (compatibility: :mod:`mesh.schema.compatibility`);
 - :mod:`~mesh.registry.server` wires them together and runs the process.
 """
 

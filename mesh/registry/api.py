@@ -20,17 +20,17 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from mesh.compatibility import CompatibilityLevel, parse_level
-from mesh.metrics import RegistryMetrics
 from mesh.registry.election import Election
 from mesh.registry.errors import ApiError, NotPrimaryError
 from mesh.registry.forward import CONTENT_TYPE, FORWARDED_HEADER, OFFSET_HEADER, Forwarder
+from mesh.registry.metrics import RegistryMetrics
 from mesh.registry.reader import Reader
 from mesh.registry.records import MODES
 from mesh.registry.request import flag, json_body, page, parse_schema_id, schema_request
 from mesh.registry.schema import SUPPORTED_TYPES
 from mesh.registry.service import Registry
 from mesh.registry.store import Store, parse_version
+from mesh.schema.compatibility import CompatibilityLevel, parse_level
 
 __all__ = ["Api"]
 

@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 
 _BATCH = 1000
 _POLL_S = 0.1
-#: Tansu does not wake a waiting fetch when data arrives, so a fetch at the end of the log
-#: returns after ``fetch.wait.max.ms``: that is the registry's write latency there. On Kafka
-#: the fetch returns as soon as data arrives; a short wait only costs idle fetch requests.
-_FETCH_WAIT_MS = 20
 
 
 class Reader:
@@ -47,18 +43,21 @@ class Reader:
         kafka: Mapping[str, Any],
         topic: str,
         store: Store,
+        tuning: Mapping[str, Any] | None = None,
     ) -> None:
+        """*tuning*: the broker's client tuning (:func:`mesh.kafka.compat.tuning`), which
+        the user's properties in *kafka* override."""
         self._topic = topic
         self._store = store
         #: Told about each ignored record (the primary re-writes the key's valid value).
         self.on_rejected: Callable[[Record], None] | None = None
         self._consumer = Consumer(
             {
+                **(tuning or {}),
                 **kafka,
                 "group.id": f"{topic}-reader-{uuid.uuid4().hex}",  # required, never joined
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
-                "fetch.wait.max.ms": _FETCH_WAIT_MS,
             }
         )
         self._position = 0

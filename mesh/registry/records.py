@@ -29,8 +29,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.compatibility import CompatibilityLevel, parse_level
 from mesh.registry.schema import Reference, compact_json
+from mesh.schema.compatibility import CompatibilityLevel, parse_level
 
 __all__ = [
     "EPOCH_HEADER",

@@ -21,15 +21,15 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.exposition import choose_encoder
 
 from mesh.errors import RegistryServerError
-from mesh.metrics import RegistryMetrics
+from mesh.kafka.topics import TopicSpec, ensure_topics, existing_topics
 from mesh.registry.api import Api
 from mesh.registry.election import Election
 from mesh.registry.forward import Forwarder
+from mesh.registry.metrics import RegistryMetrics
 from mesh.registry.reader import Reader
 from mesh.registry.service import Registry
 from mesh.registry.store import Store
 from mesh.registry.writer import Writer
-from mesh.topics import TopicSpec, ensure_topics, existing_topics
 
 __all__ = ["RegistryConfig", "run", "serve"]
 
@@ -44,6 +44,8 @@ class RegistryConfig:
     """How to run a registry. ``kafka`` and ``basic_auth`` may hold secrets: never logged."""
 
     kafka: Mapping[str, Any] = field(repr=False)
+    #: Reader properties for a broker that needs them (:func:`mesh.kafka.compat.tuning`).
+    reader_tuning: Mapping[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 8081
     topic: str = "_schemas"
@@ -79,7 +81,9 @@ async def serve(config: RegistryConfig, *, stop: asyncio.Event) -> None:
     """Run a registry until *stop* is set."""
     await asyncio.to_thread(_ensure_topic, config)
     store = Store()
-    reader = Reader(kafka=config.kafka, topic=config.topic, store=store)
+    reader = Reader(
+        kafka=config.kafka, topic=config.topic, store=store, tuning=config.reader_tuning
+    )
     writer = Writer(kafka=config.kafka, topic=config.topic, timeout_s=config.write_timeout_s)
     election = Election(
         kafka=config.kafka,

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from mesh.compatibility import CompatibilityLevel, check_compatibility
 from mesh.registry import records
 from mesh.registry.election import Election
 from mesh.registry.errors import ApiError, NotPrimaryError
@@ -23,6 +22,7 @@ from mesh.registry.records import KeyValue, Record
 from mesh.registry.schema import SUPPORTED_TYPES, ParsedSchema, Reference, parse_schema
 from mesh.registry.store import SchemaId, Store, SubjectVersion, Version
 from mesh.registry.writer import Writer
+from mesh.schema.compatibility import CompatibilityLevel, check_compatibility
 
 __all__ = ["Registry", "SchemaRequest"]
 

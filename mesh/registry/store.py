@@ -16,7 +16,6 @@ from typing import NewType
 
 import avro.schema
 
-from mesh.compatibility import DEFAULT_LEVEL, CompatibilityLevel
 from mesh.registry.errors import ApiError
 from mesh.registry.records import (
     Announcement,
@@ -28,6 +27,7 @@ from mesh.registry.records import (
     SchemaPut,
 )
 from mesh.registry.schema import Reference, parse_schema
+from mesh.schema.compatibility import DEFAULT_LEVEL, CompatibilityLevel
 
 __all__ = [
     "Primary",

@@ -25,18 +25,19 @@ from mesh.config import RetryPolicy, Settings, load_settings, parse_duration
 from mesh.envelope import Envelope
 from mesh.errors import ConfigError
 from mesh.event import Event
-from mesh.metrics import Metrics
+from mesh.kafka.clients import admin_config, agent_consumer_config
+from mesh.kafka.topics import TopicSpec, ensure_topics, existing_topics
 from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import Delayed, delay_topic_specs, deliver_at_ms
 from mesh.runtime.forwarder import DelayForwarder
 from mesh.runtime.invoke import with_context
+from mesh.runtime.metrics import Metrics
 from mesh.runtime.publisher import Publisher
 from mesh.runtime.retry import retry_topic
+from mesh.runtime.tracing import event_tracer
 from mesh.runtime.worker import AgentWorker, WorkerOptions
-from mesh.schema import verify_schema
+from mesh.schema.files import verify_schema
 from mesh.serde import Serde
-from mesh.topics import TopicSpec, ensure_topics, existing_topics
-from mesh.tracing import event_tracer
 
 __all__ = ["AgentSpec", "Mesh"]
 
@@ -154,7 +155,7 @@ class Mesh:
         """The effective policy of every agent, as plain data (``mesh config show --app``)."""
         described = {}
         for name, spec in self._agents.items():
-            options = self._options(spec, None)
+            options = self._options(spec)
             described[name] = {
                 "group_id": options.group_id,
                 "consumes": [t.event_type() for t in spec.consumes],
@@ -275,20 +276,25 @@ class Mesh:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
         publisher = self._get_publisher()
-        concurrency = max(self._options(spec, None).concurrency for spec in specs)
+        concurrency = max(self._options(spec).concurrency for spec in specs)
         executor = ThreadPoolExecutor(max_workers=min(64, concurrency), thread_name_prefix="mesh")
-        workers = [
-            AgentWorker(
-                self._options(spec, consumer_config),
-                kafka_config=self.settings.kafka_config(),
-                publisher=publisher,
-                serde=self._get_serde(),
-                executor=executor,
-                metrics=metrics.agent(spec.name),
-                tracer=tracer,
+        workers = []
+        for spec in specs:
+            options = self._options(spec)
+            config = agent_consumer_config(
+                self.settings, group_id=options.group_id, overrides=consumer_config
             )
-            for spec in specs
-        ]
+            workers.append(
+                AgentWorker(
+                    options,
+                    consumer_config=config,
+                    publisher=publisher,
+                    serde=self._get_serde(),
+                    executor=executor,
+                    metrics=metrics.agent(spec.name),
+                    tracer=tracer,
+                )
+            )
         forwarder = DelayForwarder(self.settings, consumer_config=consumer_config)
         for worker in workers:
             worker.start()
@@ -326,7 +332,7 @@ class Mesh:
         # on the first send.
         self._get_publisher().ensure_topics(types_needed)
         topics = self.settings.topics
-        admin = AdminClient(self.settings.kafka_config())
+        admin = AdminClient(admin_config(self.settings))
         sizes = existing_topics(admin)
         failures = [
             TopicSpec(
@@ -369,7 +375,7 @@ class Mesh:
             )
         return [self._agents[a] for a in agents]
 
-    def _options(self, spec: AgentSpec, consumer_config: dict[str, Any] | None) -> WorkerOptions:
+    def _options(self, spec: AgentSpec) -> WorkerOptions:
         configured = self.settings.agent(spec.name)
         topics: dict[str, tuple[type[Event], ...]] = {}
         for event_type in spec.consumes:
@@ -387,7 +393,6 @@ class Mesh:
             timeout_s=self.timeout_s(spec.name),
             retry=self.retry_policy(spec.name),
             retry_sources=retry_sources,
-            consumer_config=consumer_config,
         )
 
 

@@ -26,8 +26,8 @@ from confluent_kafka import Message
 
 from mesh.config import Settings, parse_duration
 from mesh.headers import DELAY_TARGET, DUE_TS, last
+from mesh.kafka.topics import TopicSpec
 from mesh.runtime.retry import due_at_ms, format_delay
-from mesh.topics import TopicSpec
 
 if TYPE_CHECKING:
     from mesh.event import Event

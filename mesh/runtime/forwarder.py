@@ -23,21 +23,17 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from mesh.config import Settings
+from mesh.kafka.clients import agent_consumer_config, producer_config
 from mesh.runtime.delay import BUCKETS_MS, bucket_for, delay_topic, leaves_at_ms, target_of
 from mesh.runtime.parking import Parking
-from mesh.runtime.publisher import produce, producer_config
+from mesh.runtime.publisher import produce
 from mesh.runtime.retry import due_at_ms
-from mesh.runtime.worker import CONSUMER_DEFAULTS, CONSUMER_REQUIRED
 
 __all__ = ["DELAY_GROUP", "DelayForwarder"]
 
 log = logging.getLogger(__name__)
 
 DELAY_GROUP = "mesh.delay"
-#: The broker answers a fetch after at most this long when no data came (Tansu never
-#: earlier), and a resumed partition waits for the fetch in flight: lateness ~ this.
-#: Each idle forwarder costs the broker a fetch per 50 ms.
-FETCH_WAIT_MS = 50
 _POLL_S = 0.05
 _BATCH = 500
 _RETRY_S = 1.0  # after the broker refused a forward
@@ -48,14 +44,7 @@ class DelayForwarder:
 
     def __init__(self, settings: Settings, *, consumer_config: dict[str, Any] | None = None):
         self._consumer = Consumer(
-            {
-                **CONSUMER_DEFAULTS,
-                "fetch.wait.max.ms": FETCH_WAIT_MS,
-                **settings.kafka_config(),
-                **(consumer_config or {}),
-                **CONSUMER_REQUIRED,
-                "group.id": DELAY_GROUP,
-            }
+            agent_consumer_config(settings, group_id=DELAY_GROUP, overrides=consumer_config)
         )
         self._producer = Producer(producer_config(settings))
         self._topics = {delay_topic(bucket) for bucket in BUCKETS_MS}

@@ -12,26 +12,16 @@ from confluent_kafka.admin import AdminClient
 
 from mesh.config import Settings
 from mesh.envelope import Envelope
+from mesh.errors import PublishError
 from mesh.event import Event
+from mesh.kafka.clients import admin_config, producer_config
+from mesh.kafka.topics import TopicSpec, ensure_topics
 from mesh.runtime.delay import Delayed, delay_topic_specs, delayed_record
 from mesh.serde import Serde
-from mesh.topics import TopicSpec, ensure_topics
 
-__all__ = ["DeliveryCallback", "PublishError", "Publisher", "produce", "producer_config"]
+__all__ = ["DeliveryCallback", "Publisher", "produce"]
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
-
-#: What the delivery guarantee rests on: no acknowledged event may be lost, and retries
-#: never reorder or duplicate within a partition. The user's properties cannot change it.
-PRODUCER_REQUIRED: dict[str, Any] = {"acks": "all", "enable.idempotence": True}
-#: Tuning the user's properties override (``compression.type=lz4`` on a real cluster).
-PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 5, "compression.type": "none"}
-
-
-def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """librdkafka producer settings: mesh's defaults, the user's properties, *overrides*,
-    then what the delivery guarantee requires."""
-    return {**PRODUCER_DEFAULTS, **settings.kafka_config(**overrides, **PRODUCER_REQUIRED)}
 
 
 class Record(NamedTuple):
@@ -41,10 +31,6 @@ class Record(NamedTuple):
     value: bytes | None
     key: bytes | None
     headers: list[tuple[str, bytes]]
-
-
-class PublishError(Exception):
-    """The broker did not acknowledge an event."""
 
 
 class Publisher:
@@ -68,7 +54,7 @@ class Publisher:
             return
         with self._lock:
             if self._admin is None:
-                self._admin = AdminClient(self._settings.kafka_config())
+                self._admin = AdminClient(admin_config(self._settings))
             ensure_topics(self._admin, specs)
             self._topics_ready.update(spec.name for spec in specs)
 

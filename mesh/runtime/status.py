@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from mesh.errors import ConfigError
-from mesh.metrics import ConsumerLag, Metrics
+from mesh.runtime.lag import ConsumerLag
+from mesh.runtime.metrics import Metrics
 
 if TYPE_CHECKING:
     from mesh.runtime.app import Mesh
@@ -128,7 +129,7 @@ def observed(
         if name in specs:  # an unknown name is reported by Mesh.serve
             topics = [t.topic() for t in specs[name].consumes] + list(app.retry_topics(name))
             groups[name] = (app.group_id(name), topics)
-    lag = ConsumerLag(app.settings.kafka_config(), groups, interval_s=lag_interval_s)
+    lag = ConsumerLag(app.settings, groups, interval_s=lag_interval_s)
     metrics.registry.register(lag)
     server.start()
     lag.start()

@@ -44,7 +44,6 @@ from mesh.config import RetryPolicy
 from mesh.envelope import Envelope, record_event_id
 from mesh.errors import DeserializationError, SerializationError
 from mesh.event import Event
-from mesh.metrics import AgentMetrics
 from mesh.runtime.context import Context
 from mesh.runtime.dead_letter import dead_letter_headers, dead_letter_topic
 from mesh.runtime.failure import (
@@ -55,12 +54,13 @@ from mesh.runtime.failure import (
     origin_of,
 )
 from mesh.runtime.invoke import invoke
+from mesh.runtime.metrics import AgentMetrics
 from mesh.runtime.offsets import PartitionOffsets
 from mesh.runtime.parking import Parking
 from mesh.runtime.publisher import Publisher
 from mesh.runtime.retry import due_at_ms, retry_headers, retry_topic
+from mesh.runtime.tracing import EventTracer
 from mesh.serde import Serde
-from mesh.tracing import EventTracer
 
 __all__ = ["AgentWorker", "WorkerOptions"]
 
@@ -72,18 +72,6 @@ _POLL_S = 0.05  # longest poll; bounds how late the outbox and retry timers are 
 #: librdkafka drop what it prefetched, so short waits (fast handlers) must not pause;
 #: long ones (slow handlers) must, so polling can go on serving rebalances.
 _HOLD_S = 0.5
-
-#: Consumer settings the runtime relies on; user properties cannot override them.
-CONSUMER_REQUIRED: dict[str, Any] = {
-    "enable.auto.commit": True,  # commits what we *store*, every auto.commit.interval.ms
-    "enable.auto.offset.store": False,  # we store only the finished contiguous prefix
-    "partition.assignment.strategy": "cooperative-sticky",
-}
-CONSUMER_DEFAULTS: dict[str, Any] = {
-    "auto.offset.reset": "earliest",
-    "auto.commit.interval.ms": 1000,
-    "fetch.wait.max.ms": 50,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +90,6 @@ class WorkerOptions:
     retry_sources: dict[str, str] = field(default_factory=dict)
     drain_timeout_s: float = 30.0
     batch_size: int = 500
-    consumer_config: dict[str, Any] | None = None
 
 
 class _Partition:
@@ -135,7 +122,7 @@ class AgentWorker:
         self,
         options: WorkerOptions,
         *,
-        kafka_config: dict[str, Any],
+        consumer_config: dict[str, Any],
         publisher: Publisher,
         serde: Serde,
         executor: ThreadPoolExecutor,
@@ -148,15 +135,7 @@ class AgentWorker:
         self._publisher = publisher
         self._serde = serde
         self._executor = executor
-        self._consumer = Consumer(
-            {
-                **CONSUMER_DEFAULTS,
-                **kafka_config,
-                **(options.consumer_config or {}),
-                **CONSUMER_REQUIRED,
-                "group.id": options.group_id,
-            }
-        )
+        self._consumer = Consumer(consumer_config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._parts: dict[TP, _Partition] = {}
         self._lanes: dict[tuple[str, bytes], deque[_Job]] = {}

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from mesh.devstack import ManagedProcess, free_port, start_registry
+from mesh.dev.stack import ManagedProcess, free_port, start_registry
 from mesh.testing import unique_name
 
 

@@ -11,7 +11,7 @@ import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from mesh.devstack import ManagedProcess
+from mesh.dev.stack import ManagedProcess
 from mesh.registry import records
 from mesh.testing import unique_name
 

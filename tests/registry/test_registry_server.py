@@ -11,7 +11,7 @@ import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 
-from mesh.devstack import LOCALHOST, ManagedProcess
+from mesh.dev.stack import LOCALHOST, ManagedProcess
 from mesh.testing import unique_name
 
 StartRegistry = Callable[[str], ManagedProcess]

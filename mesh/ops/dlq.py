@@ -1,0 +1,339 @@
+"""Dead letters for review (``mesh dlq``): list, inspect and redrive what agents gave up on.
+
+A dead letter is the failed record, byte for byte, in ``{source}.{group}.dlq`` with the
+failure headers of the :mod:`mesh.headers` contract saying why (``mesh.dlq.reason``,
+``mesh.error.kind``, ``mesh.exception.*``, ``mesh.original.*``). It is named by its place
+in that topic, ``{dlq_topic}:{partition}:{offset}``: stable and copy-pasteable; the time
+it failed for good is that record's timestamp.
+
+Kafka cannot delete one record, so a redriven dead letter stays in its topic. Nothing
+records which ids were redriven: the copy sent back carries ``mesh.redrive-count``, and
+if it fails again its new dead letter shows the count (``mesh dlq list``), which is what
+stops a record from looping forever (``max_redrives``). Redriving the same dead letters
+twice sends them twice; narrow the selection (``--since``, ``--error-class``) instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from confluent_kafka import KafkaError, Message
+from confluent_kafka.admin import AdminClient
+
+from mesh import headers as h
+from mesh.config import Settings
+from mesh.errors import InputError
+from mesh.kafka.clients import admin_config
+from mesh.kafka.reader import Tail, TailRecord, tail_record
+from mesh.kafka.topics import existing_topics
+from mesh.runtime.app import Mesh
+from mesh.runtime.dead_letter import dead_letter_topic
+from mesh.runtime.failure import DeadLetterReason
+from mesh.runtime.publisher import Publisher
+from mesh.serde import Serde
+
+__all__ = [
+    "DeadLetter",
+    "DeadLetterFilter",
+    "RedriveReport",
+    "dead_letter_topics",
+    "iso",
+    "parse_id",
+    "read_dead_letters",
+    "read_one",
+    "redrive",
+    "redriven_headers",
+]
+
+#: Headers that describe a past failure or retry, not the record: never sent back.
+_NOT_REDRIVEN = h.FAILURE_HEADERS | {h.REDRIVE_COUNT}
+
+#: Progress callback: (dlq topic, records read so far, records in the topic).
+OnRead = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead letter: where it sits, where it came from, and why it failed."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp_ms: int | None = None  # when it was dead-lettered
+
+    @classmethod
+    def from_message(cls, msg: Message) -> DeadLetter:
+        _, timestamp_ms = msg.timestamp()
+        return cls(
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=msg.key(),
+            value=msg.value(),
+            headers=tuple(msg.headers() or ()),
+            timestamp_ms=timestamp_ms if timestamp_ms >= 0 else None,
+        )
+
+    @property
+    def id(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    def header(self, name: str) -> str | None:
+        """The last value of header *name* as text (the one a reader acts on)."""
+        raw = h.last(self.headers, name)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    def header_int(self, name: str) -> int | None:
+        return h.to_int(h.last(self.headers, name))
+
+    @property
+    def error_class(self) -> str:
+        return self.header(h.EXCEPTION_CLASS) or ""
+
+    @property
+    def original_topic(self) -> str | None:
+        return self.header(h.ORIGINAL_TOPIC)
+
+    @property
+    def redrive_count(self) -> int:
+        return self.header_int(h.REDRIVE_COUNT) or 0
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object ``mesh dlq list --json`` prints."""
+        original_ms = self.header_int(h.ORIGINAL_TIMESTAMP)
+        first_failure_ms = self.header_int(h.FIRST_FAILURE_TS)
+        return {
+            "id": self.id,
+            "dlq_topic": self.topic,
+            "dlq_partition": self.partition,
+            "dlq_offset": self.offset,
+            "agent": self.header(h.DLQ_AGENT),
+            "group": self.header(h.ORIGINAL_GROUP),
+            "reason": self.header(h.DLQ_REASON),
+            "error_kind": self.header(h.ERROR_KIND),
+            "error_class": self.header(h.EXCEPTION_CLASS),
+            "error_message": self.header(h.EXCEPTION_MESSAGE),
+            "attempts": self.header_int(h.ATTEMPT),
+            "original_topic": self.original_topic,
+            "original_partition": self.header_int(h.ORIGINAL_PARTITION),
+            "original_offset": self.header_int(h.ORIGINAL_OFFSET),
+            "original_timestamp_ms": original_ms,
+            "original_timestamp": iso(original_ms),
+            "first_failure_ms": first_failure_ms,
+            "first_failure": iso(first_failure_ms),
+            "failed_at_ms": self.timestamp_ms,
+            "failed_at": iso(self.timestamp_ms),
+            "correlation_id": self.header(h.CORRELATION_ID),
+            "event_type": self.header(h.EVENT_TYPE),
+            "redrive_count": self.redrive_count,
+        }
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    """Which dead letters to act on; every given condition must hold."""
+
+    since_ms: int | None = None  # dead-lettered at or after (epoch ms)
+    error_class: str | None = None  # qualified name, or a dotted suffix of it
+    agent: str | None = None
+    reason: DeadLetterReason | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        if self.since_ms is not None and (letter.timestamp_ms or 0) < self.since_ms:
+            return False
+        if self.error_class is not None:
+            name = letter.error_class
+            if name != self.error_class and not name.endswith("." + self.error_class):
+                return False
+        if self.reason is not None and letter.header(h.DLQ_REASON) != self.reason.value:
+            return False
+        return self.agent is None or letter.header(h.DLQ_AGENT) == self.agent
+
+
+def dead_letter_topics(
+    settings: Settings,
+    *,
+    app: Mesh | None = None,
+    agent: str | None = None,
+    topic: str | None = None,
+) -> list[str]:
+    """The dead-letter topics to read: *topic*, or those of *app* (one *agent*'s) that exist.
+
+    An app's dead-letter topics are created when it starts, so an app never run has none.
+    """
+    present = existing_topics(AdminClient(admin_config(settings)))
+    if topic is not None:
+        if topic not in present:
+            raise InputError(f"topic {topic!r} does not exist")
+        return [topic]
+    if app is None:
+        raise InputError("name the dead letters: --app MODULE:APP (or MESH_APP), or --topic")
+    agents = app.agents
+    if agent is not None and agent not in agents:
+        known = ", ".join(agents) or "none"
+        raise InputError(f"app {app.name!r} has no agent {agent!r}; its agents are: {known}")
+    wanted = [
+        dead_letter_topic(event_type.topic(), app.group_id(name))
+        for name, spec in agents.items()
+        if agent is None or name == agent
+        for event_type in spec.consumes
+    ]
+    return [t for t in dict.fromkeys(wanted) if t in present]
+
+
+def parse_id(letter_id: str) -> tuple[str, int, int]:
+    """``topic:partition:offset`` -> its parts (Kafka topic names never contain ``:``)."""
+    topic, _, rest = letter_id.partition(":")
+    partition, _, offset = rest.partition(":")
+    if not (topic and partition.isdigit() and offset.isdigit()):
+        raise InputError(f"{letter_id!r} is not a dead letter id (DLQ_TOPIC:PARTITION:OFFSET)")
+    return topic, int(partition), int(offset)
+
+
+def read_dead_letters(
+    settings: Settings,
+    topics: Iterable[str],
+    *,
+    where: DeadLetterFilter | None = None,
+    limit: int | None = None,
+    on_read: OnRead | None = None,
+) -> Iterator[DeadLetter]:
+    """The matching dead letters of *topics*, up to their ends when each read starts.
+
+    Values are not decoded, so listing works without the registry.
+    """
+    where = where or DeadLetterFilter()
+    found = 0
+    for topic in topics:
+        with Tail(settings, topic, from_beginning=True, to_end=True) as reader:
+            total = sum((reader.ends or {}).values())
+            for read, msg in enumerate(reader.messages(), start=1):
+                if on_read is not None:
+                    on_read(topic, read, total)
+                letter = DeadLetter.from_message(msg)
+                if where.matches(letter):
+                    yield letter
+                    found += 1
+                    if limit is not None and found >= limit:
+                        return
+
+
+def read_one(settings: Settings, letter_id: str) -> tuple[DeadLetter, TailRecord]:
+    """The dead letter named *letter_id*, with its value decoded through the registry."""
+    topic, partition, offset = parse_id(letter_id)
+    serde = Serde.from_settings(settings)
+    with Tail(
+        settings, topic, partitions=[partition], from_offset=offset, to_end=True, serde=serde
+    ) as reader:
+        for msg in reader.messages(count=1):
+            if msg.offset() == offset:
+                return DeadLetter.from_message(msg), tail_record(msg, serde)
+    raise InputError(f"no dead letter {letter_id!r}: the partition has no record at that offset")
+
+
+@dataclass
+class RedriveReport:
+    """What a redrive did (or, dry, would do); ``skipped`` and ``failed`` say why for each.
+
+    Skipped dead letters were refused before sending; failed ones were sent and not
+    acknowledged (they may or may not have arrived).
+    """
+
+    dry_run: bool
+    sent: list[DeadLetter] = field(default_factory=list)
+    skipped: list[tuple[DeadLetter, str]] = field(default_factory=list)
+    failed: list[tuple[DeadLetter, str]] = field(default_factory=list)
+
+    @property
+    def matched(self) -> int:
+        return len(self.sent) + len(self.skipped) + len(self.failed)
+
+
+def redrive(
+    settings: Settings,
+    letters: Iterable[DeadLetter],
+    *,
+    max_redrives: int = 3,
+    execute: bool = False,
+    timeout_s: float = 30.0,
+) -> RedriveReport:
+    """Send each dead letter back to its original topic for a fresh set of attempts.
+
+    Key, value and the record's own headers go back byte for byte, with
+    ``mesh.redrive-count`` one higher; failure headers (:data:`mesh.headers.FAILURE_HEADERS`)
+    stay behind. Every
+    consumer group of the original topic sees the record again, not only the agent that
+    failed, so handlers there should be idempotent. A dead letter already redriven
+    *max_redrives* times is skipped. Dry by default; with *execute*, the producer is
+    idempotent with acks=all and every send is acknowledged before this returns.
+    """
+    report = RedriveReport(dry_run=not execute)
+    present = existing_topics(AdminClient(admin_config(settings)))
+    plan: list[DeadLetter] = []
+    for letter in letters:
+        target = letter.original_topic
+        if target is None:
+            report.skipped.append((letter, f"no {h.ORIGINAL_TOPIC} header"))
+        elif target not in present:  # producing would auto-create it on some brokers
+            report.skipped.append((letter, f"original topic {target!r} does not exist"))
+        elif letter.redrive_count >= max_redrives:
+            report.skipped.append((letter, f"already redriven {letter.redrive_count} times"))
+        else:
+            plan.append(letter)
+    if not execute:
+        report.sent = plan
+        return report
+    _send(settings, plan, report, timeout_s)
+    return report
+
+
+def redriven_headers(letter: DeadLetter) -> list[tuple[str, bytes | None]]:
+    """The headers a redriven copy carries: the record's own, and the new redrive count."""
+    kept = [(k, v) for k, v in letter.headers if k not in _NOT_REDRIVEN]
+    return [*kept, (h.REDRIVE_COUNT, str(letter.redrive_count + 1).encode())]
+
+
+def _send(
+    settings: Settings, plan: list[DeadLetter], report: RedriveReport, timeout_s: float
+) -> None:
+    publisher = Publisher(settings, Serde.from_settings(settings))
+    results: dict[str, KafkaError | None] = {}
+    for letter in plan:
+        publisher.send_raw(
+            letter.original_topic or "",
+            letter.value,
+            letter.key,
+            cast(list[tuple[str, bytes]], redriven_headers(letter)),  # None values are valid
+            on_delivery=functools.partial(_store, results, letter.id),
+        )
+    deadline = time.monotonic() + timeout_s
+    while len(results) < len(plan) and time.monotonic() < deadline:
+        publisher.flush(max(deadline - time.monotonic(), 0.0))
+    for letter in plan:
+        if letter.id not in results:
+            report.failed.append((letter, f"not acknowledged within {timeout_s:.0f}s"))
+        elif (err := results[letter.id]) is not None:
+            report.failed.append((letter, f"the broker refused it: {err.str()}"))
+        else:
+            report.sent.append(letter)
+
+
+def _store(
+    results: dict[str, KafkaError | None], letter_id: str, err: KafkaError | None, _msg: Message
+) -> None:
+    results[letter_id] = err
+
+
+def iso(epoch_ms: int | None) -> str | None:
+    """Epoch milliseconds as an ISO-8601 UTC time."""
+    if epoch_ms is None or epoch_ms < 0:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,128 @@
+from pathlib import Path
+
+import pytest
+
+from mesh.config import Settings, load_settings, parse_duration
+from mesh.errors import ConfigError
+from mesh.kafka.clients import producer_config
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("MESH_BOOTSTRAP_SERVERS", "MESH_REGISTRY_URL", "MESH_CONFIG", "MESH_KAFKA"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write(text: str) -> Path:
+    path = Path("mesh.toml")
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    settings = load_settings()
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.registry_url == "http://127.0.0.1:8081"
+    assert settings.topics.partitions == 3
+
+
+def test_file_then_env_then_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    write('bootstrap_servers = "file:9092"\nregistry_url = "http://file:8081"\n')
+    assert load_settings().bootstrap_servers == "file:9092"
+    monkeypatch.setenv("MESH_BOOTSTRAP_SERVERS", "env:9092")
+    settings = load_settings()
+    assert settings.bootstrap_servers == "env:9092"
+    assert settings.registry_url == "http://file:8081"
+    assert load_settings(bootstrap_servers="flag:9092").bootstrap_servers == "flag:9092"
+    assert load_settings(bootstrap_servers=None).bootstrap_servers == "env:9092"
+
+
+def test_kafka_properties_pass_through_and_secrets_are_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write('[kafka]\n"security.protocol" = "SASL_SSL"\n"sasl.mechanism" = "PLAIN"\n')
+    monkeypatch.setenv("MESH_KAFKA", '{"sasl.username": "u", "sasl.password": "hunter2"}')
+    monkeypatch.setenv("MESH_REGISTRY_AUTH", "alice:s3cret")
+    settings = load_settings()
+    conf = settings.kafka_config(**{"group.id": "g"})
+    assert conf["sasl.password"] == "hunter2"
+    assert conf["group.id"] == "g"
+    assert settings.registry_config()["basic.auth.user.info"] == "alice:s3cret"
+    shown = repr(settings.redacted())
+    assert "hunter2" not in shown
+    assert "s3cret" not in shown
+    assert "hunter2" not in repr(settings)
+    assert settings.redacted()["registry_auth"] == "alice:**********"
+
+
+def test_env_file_wins_over_file_for_kafka_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    write('[kafka]\n"client.id" = "from-file"\n')
+    monkeypatch.setenv("MESH_KAFKA", '{"client.id": "from-env"}')
+    assert load_settings().kafka["client.id"] == "from-env"
+
+
+def test_agent_section_and_nested_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    write('[agents.writer]\nconcurrency = 64\ntimeout = "30s"\n')
+    monkeypatch.setenv("MESH_TOPICS__PARTITIONS", "6")
+    settings = load_settings()
+    assert settings.agent("writer").concurrency == 64
+    assert settings.agent("writer").timeout == 30.0
+    assert settings.agent("unknown").concurrency == 100
+    assert settings.topics.partitions == 6
+
+
+def test_invalid_toml_names_file_and_line() -> None:
+    write('bootstrap_servers = "a"\nregistry_url = \n')
+    with pytest.raises(ConfigError, match=r"mesh\.toml: invalid TOML: .*line 2"):
+        load_settings()
+
+
+def test_invalid_value_names_file_key_and_reason() -> None:
+    write("[agents.writer]\nconcurrency = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "mesh.toml: agents.writer.concurrency: Input should be greater than or equal to 1"
+    )
+
+
+def test_unknown_key_is_reported() -> None:
+    write("[topics]\npartitons = 3\n")
+    with pytest.raises(ConfigError, match=r"mesh\.toml: topics\.partitons: unknown key"):
+        load_settings()
+
+
+def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_TOPICS__PARTITIONS", "many")
+    with pytest.raises(ConfigError, match=r"environment variable MESH_TOPICS: topics\.partitions"):
+        load_settings()
+
+
+def test_explicit_missing_file_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_CONFIG", "nope.toml")
+    with pytest.raises(ConfigError, match=r"nope\.toml: config file not found"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("2h", 7200.0), ("1d", 86400.0), (1.5, 1.5)],
+)
+def test_parse_duration(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-1s", "5 weeks", True])
+def test_parse_duration_rejects(text: str | bool) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_producer_tuning_is_the_users_and_durability_is_not() -> None:
+    settings = Settings(kafka={"compression.type": "lz4", "acks": "1", "enable.idempotence": False})
+    conf = producer_config(settings, **{"delivery.report.only.error": True})
+    assert conf["compression.type"] == "lz4"  # the user's tuning wins over mesh's default
+    assert conf["linger.ms"] == 5  # mesh's default where the user is silent
+    assert conf["delivery.report.only.error"] is True
+    assert (conf["acks"], conf["enable.idempotence"]) == ("all", True)

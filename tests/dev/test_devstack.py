@@ -1,0 +1,148 @@
+"""`mesh dev` against real processes: the embedded broker and the mesh registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from mesh.dev.stack import DevStack, free_port
+
+
+def mesh_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args],
+        check=False,
+        cwd=cwd,
+        env={**os.environ, **(env or {}), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_up_status_down_lifecycle(tmp_path: Path) -> None:
+    broker_port, registry_port = free_port(), free_port()
+    ports = ["--broker-port", str(broker_port), "--registry-port", str(registry_port)]
+    try:
+        first = mesh_cli("dev", "up", *ports, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert "started" in first.stdout
+        assert f"127.0.0.1:{broker_port}" in first.stdout
+        assert f"http://127.0.0.1:{registry_port}" in first.stdout
+
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{broker_port}"})
+        assert admin.list_topics(timeout=10).brokers
+        with urllib.request.urlopen(f"http://127.0.0.1:{registry_port}/subjects") as resp:
+            assert resp.status == 200
+
+        again = mesh_cli("dev", "up", *ports, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "already running" in again.stdout
+        pids = {name: rec.pid for name, (rec, _) in DevStack(tmp_path / ".mesh").status().items()}
+        assert set(pids) == {"broker", "registry"}
+
+        status = mesh_cli("dev", "status", cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.count("running") == 2
+        assert f"http://127.0.0.1:{registry_port}" in status.stdout
+    finally:
+        down = mesh_cli("dev", "down", cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert "stopped broker" in down.stdout
+    for pid in pids.values():
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+    after = mesh_cli("dev", "status", cwd=tmp_path)
+    assert after.returncode == 1
+    assert "not running" in after.stdout
+
+
+def _is_zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+
+
+def test_busy_port_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = mesh_cli("dev", "up", "--broker-port", str(port), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: cannot start broker: port {port} on 127.0.0.1 is already in use"
+    )
+    assert not (tmp_path / ".mesh" / "stack.json").exists()
+
+
+def test_missing_binary_is_one_clear_line(tmp_path: Path) -> None:
+    result = mesh_cli(
+        "dev", "up", "--broker-port", str(free_port()),
+        cwd=tmp_path, env={"MESH_BROKER_BIN": str(tmp_path / "no-such-tansu")},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: MESH_BROKER_BIN={tmp_path / 'no-such-tansu'} is not an executable file"
+    )
+
+
+def test_broker_dying_at_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    fake = tmp_path / "tansu"
+    fake.write_text("#!/bin/sh\necho 'storage engine failed: disk on fire' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    result = mesh_cli(
+        "dev", "up", "--broker-port", str(free_port()),
+        cwd=tmp_path, env={"MESH_BROKER_BIN": str(fake)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "broker exited with code 3 at start-up" in result.stderr
+    assert "disk on fire" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_down_leaves_foreign_processes_alone(tmp_path: Path) -> None:
+    """A recorded pid now running another program (pid reuse) is not killed."""
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        state = tmp_path / ".mesh"
+        state.mkdir()
+        (state / "stack.json").write_text(
+            json.dumps(
+                {
+                    "processes": [
+                        {
+                            "name": "broker",
+                            "pid": other.pid,
+                            "port": 1,
+                            "url": "x",
+                            "argv": ["/opt/tansu"],
+                            "log": "x",
+                        }
+                    ]
+                }
+            )
+        )
+        result = mesh_cli("dev", "down", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("flag", ["--broker-port", "--registry-port"])
+def test_port_out_of_range_is_a_usage_error(tmp_path: Path, flag: str) -> None:
+    result = mesh_cli("dev", "up", flag, "70000", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,127 @@
+"""`mesh trace`: a chain rebuilt from Kafka alone, with the retries and dead letter the real
+runtime wrote for it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from typer.testing import CliRunner
+
+import mesh.cli
+from mesh import Context, Event, Mesh, Settings
+from mesh.config import RetryPolicy
+from mesh.testing import unique_name
+from tests.support import read_topic, running
+
+
+class AuditRejected(Exception):
+    """Raised on every attempt."""
+
+
+def test_trace_of_a_four_step_chain_with_a_retry_and_a_dead_letter(
+    make_app: Callable[..., Mesh], mesh_settings: Settings
+) -> None:
+    stem = unique_name("trace")
+
+    class Requested(Event, topic=f"{stem}.requested", key="rid", name="test.trace.Requested"):
+        rid: str
+
+    class Planned(Event, topic=f"{stem}.planned", key="rid", name="test.trace.Planned"):
+        rid: str
+
+    class Drafted(Event, topic=f"{stem}.drafted", key="rid", name="test.trace.Drafted"):
+        rid: str
+
+    class Reviewed(Event, topic=f"{stem}.reviewed", key="rid", name="test.trace.Reviewed"):
+        rid: str
+
+    app = make_app(Requested, Planned, Drafted, Reviewed)
+    quick = {"backoff": "fixed", "initial_delay": "200ms"}
+
+    @app.agent("planner", consumes=Requested)
+    async def planner(event: Requested) -> Planned:
+        return Planned(rid=event.rid)
+
+    @app.agent("writer", consumes=Planned, retry=RetryPolicy(attempts=3, **quick))
+    async def writer(event: Planned, ctx: Context) -> Drafted:
+        if ctx.attempt == 1:
+            raise ConnectionError("model busy")
+        return Drafted(rid=event.rid)
+
+    @app.agent("reviewer", consumes=Drafted)
+    async def reviewer(event: Drafted) -> Reviewed:
+        return Reviewed(rid=event.rid)
+
+    @app.agent("auditor", consumes=Reviewed, retry=RetryPolicy(attempts=2, **quick))
+    async def auditor(event: Reviewed) -> None:
+        raise AuditRejected(f"no sources for {event.rid}")
+
+    with running(app):
+        chain = app.publish(Requested(rid="r1"))
+        other = app.publish(Requested(rid="r2"))  # a second chain, not to be shown
+        dlq = f"{Reviewed.topic()}.{app.group_id('auditor')}.dlq"
+        read_topic(mesh_settings.bootstrap_servers, dlq, 2, partitions=3)
+
+    runner = CliRunner()
+    env = {
+        "MESH_BOOTSTRAP_SERVERS": mesh_settings.bootstrap_servers,
+        "MESH_REGISTRY_URL": mesh_settings.registry_url,
+    }
+    args = ["trace", chain.correlation_id, "--topic", f"{stem}.*", "--since", "1h"]
+    result = runner.invoke(mesh.cli.app, [*args, "--json"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    found = json.loads(result.stdout)
+    assert found["correlation_id"] == chain.correlation_id
+    assert found["steps"] == 4
+    (root,) = found["roots"]
+
+    def only_child(step: dict) -> dict:
+        (child,) = step["children"]
+        assert child["causation_id"] == step["event_id"]
+        assert child["latency_ms"] == child["timestamp"] - step["timestamp"] >= 0
+        return child
+
+    assert (root["event_id"], root["event_type"], root["produced_by"]) == (
+        chain.event_id,
+        "test.trace.Requested",
+        app.name,
+    )
+    assert root["failures"] == []
+    planned = only_child(root)
+    assert (planned["event_type"], planned["produced_by"]) == ("test.trace.Planned", "planner")
+    (retry,) = planned["failures"]  # the writer failed once on it
+    assert (retry["kind"], retry["attempt"], retry["group"]) == ("retry", 1, app.group_id("writer"))
+    assert (retry["error_class"], retry["error_message"]) == ("ConnectionError", "model busy")
+    drafted = only_child(planned)
+    assert (drafted["event_type"], drafted["produced_by"]) == ("test.trace.Drafted", "writer")
+    assert drafted["failures"] == []
+    reviewed = only_child(drafted)
+    assert (reviewed["event_type"], reviewed["produced_by"]) == ("test.trace.Reviewed", "reviewer")
+    assert reviewed["children"] == []
+    first, last = reviewed["failures"]  # the auditor: one retry, then the dead letter
+    error_class = f"{__name__}.AuditRejected"
+    assert (first["kind"], first["attempt"], first["error_class"]) == ("retry", 1, error_class)
+    assert (last["kind"], last["attempt"], last["error_class"]) == ("dead-letter", 2, error_class)
+    assert (last["reason"], last["topic"], last["agent"]) == ("exhausted", dlq, "auditor")
+    assert last["error_message"] == "no sources for r1"
+
+    shown = runner.invoke(mesh.cli.app, args, env={**env, "COLUMNS": "250"})
+    assert shown.exit_code == 0, (shown.output, shown.exception)
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"chain {chain.correlation_id}"
+    text = shown.stdout
+    order = [
+        "test.trace.Requested by " + app.name,
+        "retry " + app.group_id("writer") + " attempt 1 failed",
+        "test.trace.Planned by planner",
+        "test.trace.Drafted by writer",
+        "test.trace.Reviewed by reviewer",
+        "retry " + app.group_id("auditor") + " attempt 1 failed",
+        "dead letter auditor (exhausted, after 2 attempt(s))",
+    ]
+    assert all(part in text for part in order), text
+    assert "ConnectionError: model busy" in text
+    assert f"{error_class}: no sources for r1" in text
+    assert other.event_id not in text
+    assert "4 event(s)" in shown.stderr
