@@ -58,8 +58,10 @@ EXCEPTION_CLASS = "mesh.exception.class"  # qualified name, e.g. "mypkg.errors.B
 EXCEPTION_MESSAGE = "mesh.exception.message"  # bounded
 EXCEPTION_STACKTRACE = "mesh.exception.stacktrace"  # bounded, most recent frames kept
 ERROR_KIND = "mesh.error.kind"  # transient, fatal, deserialization, timeout
-DLQ_REASON = "mesh.dlq.reason"  # dead-letter topics: exhausted, fatal, deserialization, deadline
+DLQ_REASON = "mesh.dlq.reason"  # exhausted, fatal, deserialization, deadline, refused
 DLQ_AGENT = "mesh.dlq.agent"  # dead-letter topics: the agent that gave up on the record
+#: On a dead letter written without its value (too large to forward): the value's size.
+DLQ_VALUE_BYTES = "mesh.dlq.value-bytes"
 
 # -- records sent back by `mesh dlq redrive` --------------------------------------------
 REDRIVE_COUNT = "mesh.redrive-count"  # how often the record was sent back; caps redrives
@@ -85,6 +87,7 @@ FAILURE_HEADERS = frozenset(
         ERROR_KIND,
         DLQ_REASON,
         DLQ_AGENT,
+        DLQ_VALUE_BYTES,
     }
 )
 

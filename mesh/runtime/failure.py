@@ -70,6 +70,9 @@ class DeadLetterReason(StrEnum):
     FATAL = "fatal"  # retrying cannot help: see ErrorKind.FATAL
     DESERIALIZATION = "deserialization"
     DEADLINE = "deadline"  # the next retry would be due past the retry policy's deadline
+    #: The broker refused, for good, a record the agent had to write: an output, or the
+    #: record itself on its way to a retry topic (too large, not authorized, no topic).
+    REFUSED = "refused"
 
     @classmethod
     def of(cls, kind: ErrorKind) -> DeadLetterReason:
