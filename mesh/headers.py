@@ -15,6 +15,7 @@ __all__ = [
     "DELAY_TARGET",
     "DLQ_AGENT",
     "DLQ_REASON",
+    "DLQ_VALUE_BYTES",
     "DUE_TS",
     "ERROR_KIND",
     "EVENT_ID",
@@ -24,6 +25,7 @@ __all__ = [
     "EXCEPTION_STACKTRACE",
     "FAILURE_HEADERS",
     "FIRST_FAILURE_TS",
+    "HISTORY_PREFIX",
     "ORIGINAL_GROUP",
     "ORIGINAL_OFFSET",
     "ORIGINAL_PARTITION",
@@ -68,6 +70,11 @@ REDRIVE_COUNT = "mesh.redrive-count"  # how often the record was sent back; caps
 
 # -- delay topics (delayed publish and emit) --------------------------------------------
 DELAY_TARGET = "mesh.delay.target"  # the topic the record is delivered to at mesh.due-ts
+
+#: A record consumed from a source topic may carry failure headers of another group or
+#: app (a dead letter copied into a topic by replay): they are history, not instructions,
+#: and a new failure keeps them under this prefix (``mesh.history.dlq.reason``).
+HISTORY_PREFIX = "mesh.history."
 
 #: Headers that describe a failure (or a retry) of a record, not the record itself: a
 #: new failure replaces them, and a redriven record leaves them behind.

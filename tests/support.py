@@ -9,7 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from mesh import Mesh
 from mesh.testing import FAST_GROUP_CONFIG, unique_name
@@ -78,3 +85,9 @@ def read_topic(
 def header(msg: Message, name: str) -> str | None:
     values = [v for k, v in msg.headers() or [] if k == name]
     return values[-1].decode() if values else None
+
+
+def committed_offsets(admin: AdminClient, group: str, topic: str) -> dict[int, int]:
+    """The offsets *group* committed on *topic*, by partition (negative: none)."""
+    (future,) = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
+    return {tp.partition: tp.offset for tp in future.result().topic_partitions if tp.topic == topic}

@@ -22,6 +22,7 @@ def dead_letter_topic(source_topic: str, group_id: str) -> str:
 def dead_letter_headers(
     msg: Message,
     *,
+    retried: bool,
     kind: ErrorKind,
     error: BaseException,
     attempt: int,
@@ -35,7 +36,9 @@ def dead_letter_headers(
     ``fatal``, or else ``exhausted`` (a transient error or a timeout reaches the dead
     letters only after its last attempt).
     """
-    headers = failure_headers(msg, kind=kind, error=error, attempt=attempt, group_id=group_id)
+    headers = failure_headers(
+        msg, retried=retried, kind=kind, error=error, attempt=attempt, group_id=group_id
+    )
     reason = reason or DeadLetterReason.of(kind)
     headers.append((DLQ_REASON, reason.value.encode()))
     headers.append((DLQ_AGENT, agent.encode()))

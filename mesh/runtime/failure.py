@@ -4,6 +4,13 @@ The record goes on byte for byte (key, value, its own headers) with the failure 
 of the :mod:`mesh.headers` contract. ``mesh.original.*`` and ``mesh.first-failure-ts``
 are written on the first hop and kept after it; the other failure headers describe the
 latest failure and replace the previous hop's.
+
+Only a record read from one of the agent's own retry topics is a later hop. Where a
+record goes and how many attempts it had follow from where it was consumed, never from
+its headers alone: a record on a source topic may carry another app's failure headers (a
+dead letter copied there by ``mesh replay``, or a forged one), which would otherwise send
+its retries to a topic no agent reads. On a first hop such headers are kept as history
+(:data:`~mesh.headers.HISTORY_PREFIX`).
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import time
 import traceback
 from enum import StrEnum
-from typing import NamedTuple
 
 from confluent_kafka import Message
 
@@ -23,6 +29,7 @@ from mesh.headers import (
     EXCEPTION_STACKTRACE,
     FAILURE_HEADERS,
     FIRST_FAILURE_TS,
+    HISTORY_PREFIX,
     ORIGINAL_GROUP,
     ORIGINAL_OFFSET,
     ORIGINAL_PARTITION,
@@ -35,11 +42,9 @@ from mesh.headers import (
 __all__ = [
     "DeadLetterReason",
     "ErrorKind",
-    "Origin",
     "attempt_of",
     "failure_headers",
     "first_failure_of",
-    "origin_of",
     "qualified_name",
 ]
 
@@ -82,14 +87,6 @@ class DeadLetterReason(StrEnum):
         return cls.FATAL if kind is ErrorKind.FATAL else cls.EXHAUSTED
 
 
-class Origin(NamedTuple):
-    """Where a record was first consumed, before any retry hop."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
 def attempt_of(headers: list[tuple[str, bytes]] | None) -> int:
     """Attempts already made on this record (0 for a record that never failed)."""
     return to_int(last(headers, ATTEMPT)) or 0
@@ -100,27 +97,25 @@ def first_failure_of(headers: list[tuple[str, bytes]] | None) -> int | None:
     return to_int(last(headers, FIRST_FAILURE_TS))
 
 
-def origin_of(msg: Message) -> Origin:
-    """Where *msg* was first consumed: from ``mesh.original.*``, else where it is now."""
-    headers = msg.headers()
-    topic = last(headers, ORIGINAL_TOPIC)
-    partition = to_int(last(headers, ORIGINAL_PARTITION))
-    offset = to_int(last(headers, ORIGINAL_OFFSET))
-    if topic is None or partition is None or offset is None:
-        return Origin(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-    return Origin(topic.decode("utf-8", "replace"), partition, offset)
-
-
 def failure_headers(
-    msg: Message, *, kind: ErrorKind, error: BaseException, attempt: int, group_id: str
+    msg: Message,
+    *,
+    retried: bool,
+    kind: ErrorKind,
+    error: BaseException,
+    attempt: int,
+    group_id: str,
 ) -> list[tuple[str, bytes]]:
     """The record's own headers, then the failure headers of this hop.
 
+    *retried*: *msg* was read from one of the agent's retry topics (a later hop).
     *attempt* counts the attempts made so far, the one that just failed included.
     """
     own = msg.headers() or []
     previous = {k: v for k, v in own if k in FAILURE_HEADERS}
     kept = [(k, v) for k, v in own if k not in FAILURE_HEADERS]
+    if not retried:
+        previous, kept = {}, [*_as_history(own), *kept]
     if previous.get(ORIGINAL_TOPIC) is not None:  # a later hop: keep the first one's
         originals = [(name, previous[name]) for name in _ORIGINALS if previous.get(name)]
     else:
@@ -144,6 +139,15 @@ def failure_headers(
         (EXCEPTION_MESSAGE, _head(str(error).encode(), MAX_MESSAGE_BYTES)),
         # The most recent frames are the ones that tell what failed.
         (EXCEPTION_STACKTRACE, _tail(stacktrace, MAX_STACKTRACE_BYTES)),
+    ]
+
+
+def _as_history(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Failure headers of an earlier life of the record, renamed so that none is acted on."""
+    return [
+        (HISTORY_PREFIX + name.removeprefix("mesh."), value)
+        for name, value in headers
+        if name in FAILURE_HEADERS
     ]
 
 

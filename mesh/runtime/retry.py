@@ -45,6 +45,7 @@ def due_at_ms(msg: Message) -> int | None:
 def retry_headers(
     msg: Message,
     *,
+    retried: bool,
     kind: ErrorKind,
     error: BaseException,
     attempt: int,
@@ -52,6 +53,8 @@ def retry_headers(
     due_ms: int,
 ) -> list[tuple[str, bytes]]:
     """The record's own headers, the failure headers, and when the retry is due."""
-    headers = failure_headers(msg, kind=kind, error=error, attempt=attempt, group_id=group_id)
+    headers = failure_headers(
+        msg, retried=retried, kind=kind, error=error, attempt=attempt, group_id=group_id
+    )
     headers.append((DUE_TS, str(due_ms).encode()))
     return headers

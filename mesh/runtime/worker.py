@@ -51,7 +51,6 @@ from mesh.runtime.failure import (
     ErrorKind,
     attempt_of,
     first_failure_of,
-    origin_of,
 )
 from mesh.runtime.invoke import invoke
 from mesh.runtime.metrics import AgentMetrics
@@ -384,6 +383,7 @@ class AgentWorker:
             headers,
             fallback_event_id=record_event_id(msg.topic(), msg.partition(), msg.offset()),
         )
+        topic, retried = self._source_of(msg)
         ctx = Context(
             agent=options.agent,
             envelope=envelope,
@@ -392,14 +392,11 @@ class AgentWorker:
             offset=msg.offset(),
             key=msg.key(),
             raw_headers=headers,
-            attempt=attempt_of(headers) + 1,
+            attempt=attempt_of(headers) + 1 if retried else 1,
         )
         ctx._bind_logs()  # this task handles this event only
         metrics = self._metrics
-        topic = options.retry_sources.get(msg.topic())
-        if topic is None:
-            topic = msg.topic()
-        else:  # a retry: how late its timer fired
+        if retried:  # how late its timer fired
             due_ms = due_at_ms(msg)
             if due_ms is not None:
                 metrics.retry_lateness(time.time() - due_ms / 1000)
@@ -413,7 +410,9 @@ class AgentWorker:
                 result = await options.handler(event, ctx)
             else:
                 result = await self._invoke(event, ctx)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelled_by_mesh():
+                raise  # shutdown: the record stays unfinished and is consumed again
             ctx._finish()
             self._release_lane(job)
             timed_out = isinstance(exc, TimeoutError)
@@ -435,7 +434,7 @@ class AgentWorker:
             tracer.end(span)  # type: ignore[union-attr]
         self._send_outputs(job, envelope, emits, ctx.attempt, span_id)
 
-    def _failed(self, job: _Job, exc: Exception, attempt: int, *, timed_out: bool) -> None:
+    def _failed(self, job: _Job, exc: BaseException, attempt: int, *, timed_out: bool) -> None:
         if timed_out:  # invoke() gave asyncio's bare TimeoutError its message
             self._retry_or_dead_letter(job, ErrorKind.TIMEOUT, exc, attempt)
             return
@@ -467,6 +466,15 @@ class AgentWorker:
             self._publisher.send_raw(*record, on_delivery=on_delivery)
             emitted(record.topic, out.event_type())
 
+    def _source_of(self, msg: Message) -> tuple[str, bool]:
+        """The source topic *msg* belongs to, and whether it was read from a retry topic.
+
+        Where a failed record goes next follows from this, never from its headers.
+        """
+        topic = msg.topic()
+        source = self.options.retry_sources.get(topic)
+        return (topic, False) if source is None else (source, True)
+
     def _decode(self, msg: Message) -> Event:
         models = self.options.topics[msg.topic()]
         model = models[0]
@@ -497,18 +505,24 @@ class AgentWorker:
             self._dead_letter(job, kind, error, attempt=attempt)
             return
         msg = job.msg
+        source, retried = self._source_of(msg)
         delay_ms = policy.delay_ms(attempt)
         now_ms = int(time.time() * 1000)
         due_ms = now_ms + policy.jittered_ms(delay_ms)
-        first_ms = first_failure_of(msg.headers()) or now_ms
+        first_ms = (retried and first_failure_of(msg.headers())) or now_ms
         if policy.past_deadline(first_failure_ms=first_ms, due_ms=due_ms):
             self._dead_letter(job, kind, error, attempt=attempt, reason=DeadLetterReason.DEADLINE)
             return
         group_id = self.options.group_id
         headers = retry_headers(
-            msg, kind=kind, error=error, attempt=attempt, group_id=group_id, due_ms=due_ms
+            msg,
+            retried=retried,
+            kind=kind,
+            error=error,
+            attempt=attempt,
+            group_id=group_id,
+            due_ms=due_ms,
         )
-        source = origin_of(msg).topic
         self._metrics.retried(source, kind)
         job.pending = 1
         self._publisher.send_raw(
@@ -530,8 +544,10 @@ class AgentWorker:
     ) -> None:
         msg = job.msg
         options = self.options
+        source, retried = self._source_of(msg)
         headers = dead_letter_headers(
             msg,
+            retried=retried,
             kind=kind,
             error=error,
             attempt=attempt,
@@ -539,7 +555,6 @@ class AgentWorker:
             agent=options.agent,
             reason=reason,
         )
-        source = origin_of(msg).topic
         self._metrics.dead_lettered(source, kind)
         job.pending = 1
         self._publisher.send_raw(
@@ -640,6 +655,18 @@ class AgentWorker:
             self._release(part.offsets.unfinished)
             del self._parts[tp]
         self._metrics.assigned(len(self._parts))
+
+
+def _cancelled_by_mesh() -> bool:
+    """Whether the running task was cancelled from outside (mesh shutting down).
+
+    A handler may raise ``CancelledError`` on its own (an HTTP client's cancelled call,
+    an inner task given up on): that is a failure of the handler, retried and then
+    dead-lettered like any other. Ignoring it stalled the partition's commits and its
+    key's lane for good.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _store(offsets: list[TopicPartition], consumer: Consumer) -> None:

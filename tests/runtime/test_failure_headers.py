@@ -14,7 +14,6 @@ from mesh.runtime.failure import (
     ErrorKind,
     attempt_of,
     first_failure_of,
-    origin_of,
 )
 from mesh.runtime.retry import due_at_ms, retry_headers
 
@@ -52,6 +51,7 @@ def test_first_hop_records_the_origin_and_later_hops_keep_it() -> None:
     source = _record("jobs", 2, 41, [(h.EVENT_ID, b"e1"), ("user", b"u")])
     first = retry_headers(
         source,
+        retried=False,
         kind=ErrorKind.TRANSIENT,
         error=_raised(BadInput("nope")),
         attempt=1,
@@ -76,10 +76,10 @@ def test_first_hop_records_the_origin_and_later_hops_keep_it() -> None:
     assert attempt_of(hop.headers()) == 1
     assert first_failure_of(hop.headers()) == int(got[h.FIRST_FAILURE_TS])
     assert due_at_ms(hop) == 1_700_000_001_000
-    assert origin_of(hop) == ("jobs", 2, 41)
     dead = _values(
         dead_letter_headers(
             hop,
+            retried=True,
             kind=ErrorKind.TIMEOUT,
             error=_raised(TimeoutError()),
             attempt=2,
@@ -97,18 +97,51 @@ def test_first_hop_records_the_origin_and_later_hops_keep_it() -> None:
     assert h.DUE_TS not in dead
 
 
-def test_a_record_that_never_failed_is_its_own_origin() -> None:
+def test_a_record_that_never_failed_has_no_attempts() -> None:
     fresh = _record("jobs", 1, 9, [])
     assert attempt_of(fresh.headers()) == 0
     assert first_failure_of(fresh.headers()) is None
     assert due_at_ms(fresh) is None
-    assert origin_of(fresh) == ("jobs", 1, 9)
+
+
+def test_failure_headers_on_a_source_topic_are_history_not_instructions() -> None:
+    """A dead letter of another app, copied into a source topic, fails as a fresh record."""
+    foreign = [
+        ("user", b"u"),
+        (h.ORIGINAL_TOPIC, b"ghost-topic"),
+        (h.ORIGINAL_GROUP, b"other.app"),
+        (h.ATTEMPT, b"3"),
+        (h.FIRST_FAILURE_TS, b"1600000000000"),
+        (h.DLQ_REASON, b"exhausted"),
+    ]
+    got = _values(
+        dead_letter_headers(
+            _record("items", 1, 5, foreign),
+            retried=False,
+            kind=ErrorKind.FATAL,
+            error=_raised(BadInput("no")),
+            attempt=1,
+            group_id="s.worker",
+            agent="worker",
+        )
+    )
+    assert (got[h.ORIGINAL_TOPIC], got[h.ORIGINAL_GROUP]) == ("items", "s.worker")
+    assert (got[h.ORIGINAL_PARTITION], got[h.ORIGINAL_OFFSET]) == ("1", "5")
+    assert got[h.ATTEMPT] == "1"
+    assert got[h.FIRST_FAILURE_TS] != "1600000000000"
+    assert got[h.DLQ_REASON] == "fatal"
+    assert got["user"] == "u"
+    history = h.HISTORY_PREFIX
+    assert got[f"{history}original.topic"] == "ghost-topic"
+    assert got[f"{history}attempt"] == "3"
+    assert got[f"{history}dlq.reason"] == "exhausted"
 
 
 def test_message_and_stacktrace_are_bounded_on_character_boundaries() -> None:
     error = _raised(BadInput("é" * MAX_MESSAGE_BYTES))
     got = dead_letter_headers(
         _record("jobs", 0, 0, []),
+        retried=False,
         kind=ErrorKind.FATAL,
         error=error,
         attempt=1,
@@ -142,6 +175,7 @@ def test_a_record_past_its_deadline_keeps_its_error_kind() -> None:
     dead = _values(
         dead_letter_headers(
             _record("jobs", 0, 3, []),
+            retried=False,
             kind=ErrorKind.TIMEOUT,
             error=_raised(TimeoutError()),
             attempt=4,

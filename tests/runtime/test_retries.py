@@ -5,11 +5,13 @@ Dead letters and retries are checked against the header contract of :mod:`mesh.h
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from mesh import Context, Envelope, Event, Mesh, Settings
 from mesh import headers as h
@@ -21,7 +23,7 @@ from mesh.ops.dlq import DeadLetterFilter, read_dead_letters
 from mesh.runtime.failure import DeadLetterReason
 from mesh.serde import Serde
 from mesh.testing import unique_name
-from tests.support import header, read_topic, running
+from tests.support import committed_offsets, header, read_topic, running
 
 
 class Flaky(Exception):
@@ -396,3 +398,94 @@ def test_a_timed_out_handlers_late_emit_never_appears_downstream(
     probe.assign([TopicPartition(Done.topic(), p, OFFSET_BEGINNING) for p in range(3)])
     assert [m for m in probe.consume(100, timeout=2) if m.error() is None] == []
     probe.close()
+
+
+def test_a_record_carrying_another_apps_failure_headers_fails_into_this_agents_topics(
+    make_app: Callable[..., Mesh], mesh_settings: Settings, mesh_admin: AdminClient
+) -> None:
+    """Destinations and attempts follow from where a record was consumed, not its headers.
+
+    The record looks like a dead letter of another app copied into this agent's source
+    topic (as ``mesh replay <dlq> --to-topic`` does), with a forged origin on top.
+    """
+    Job, Done = types()
+    app = make_app(Job, Done)
+    tries: list[int] = []
+
+    @app.agent("worker", consumes=Job, retry=RetryPolicy(attempts=2, initial_delay="200ms"))
+    async def worker(event: Job, ctx: Context) -> Done:
+        tries.append(ctx.attempt)
+        raise Flaky("still failing here")
+
+    ghost = unique_name("ghost-topic")
+    foreign = [
+        (h.ORIGINAL_TOPIC, ghost.encode()),
+        (h.ORIGINAL_PARTITION, b"0"),
+        (h.ORIGINAL_OFFSET, b"7"),
+        (h.ORIGINAL_GROUP, b"other.app"),
+        (h.ATTEMPT, b"3"),
+        (h.FIRST_FAILURE_TS, b"1600000000000"),
+        (h.DLQ_REASON, b"exhausted"),
+    ]
+    app.prepare()
+    serde = Serde.from_settings(mesh_settings)
+    envelope = Envelope.new_chain(Job.event_type(), produced_by="test")
+    producer = Producer({"bootstrap.servers": mesh_settings.bootstrap_servers})
+    group = app.group_id("worker")
+    with running(app):
+        producer.produce(
+            Job.topic(),
+            serde.encode(Job(job_id="copied", n=1), Job.topic()),
+            b"copied",
+            headers=[*envelope.to_headers(), *foreign],
+        )
+        assert producer.flush(10) == 0
+        [dead] = read_topic(
+            mesh_settings.bootstrap_servers, f"{Job.topic()}.{group}.dlq", 1, partitions=3
+        )
+
+    assert tries == [1, 2]
+    [hop] = records(mesh_settings, f"{Job.topic()}.{group}.retry.200ms")
+    for msg in (hop, dead):
+        assert header(msg, h.ORIGINAL_TOPIC) == Job.topic()
+        assert header(msg, h.ORIGINAL_GROUP) == group
+        assert int(header(msg, h.FIRST_FAILURE_TS) or 0) > 1600000000000
+        assert header(msg, f"{h.HISTORY_PREFIX}original.topic") == ghost
+    assert (header(hop, h.ATTEMPT), header(dead, h.ATTEMPT)) == ("1", "2")
+    assert not [t for t in mesh_admin.list_topics(timeout=10).topics if t.startswith(ghost)]
+
+
+def test_a_handler_raising_cancelled_error_is_retried_then_dead_lettered_like_any_failure(
+    make_app: Callable[..., Mesh], mesh_settings: Settings, mesh_admin: AdminClient
+) -> None:
+    Job, Done = types()
+    app = make_app(Job, Done)
+    tries: list[tuple[int, int]] = []
+
+    @app.agent("worker", consumes=Job, retry=RetryPolicy(attempts=2, initial_delay="200ms"))
+    async def worker(event: Job, ctx: Context) -> Done:
+        tries.append((event.n, ctx.attempt))
+        if event.n == 1 or (event.n == 3 and ctx.attempt == 1):
+            raise asyncio.CancelledError("the model client gave up")
+        return Done(job_id=f"{event.job_id}-{event.n}", attempt=ctx.attempt)
+
+    group = app.group_id("worker")
+    with running(app):
+        app.publish(Job(job_id="k", n=1))  # always cancelled
+        app.publish(Job(job_id="k", n=2))  # same key, behind it: its lane must move on
+        app.publish(Job(job_id="other", n=3))  # cancelled once, then fine
+        done = read_topic(mesh_settings.bootstrap_servers, Done.topic(), 2, partitions=3)
+        [dead] = read_topic(
+            mesh_settings.bootstrap_servers, f"{Job.topic()}.{group}.dlq", 1, partitions=3
+        )
+        deadline = time.monotonic() + 10
+        while (
+            sum(max(0, o) for o in committed_offsets(mesh_admin, group, Job.topic()).values()) < 3
+        ):
+            assert time.monotonic() < deadline, "the offsets never moved past the cancellation"
+            time.sleep(0.2)
+
+    assert sorted(m.key() for m in done) == [b"k-2", b"other-3"]
+    assert sorted(tries) == [(1, 1), (1, 2), (2, 1), (3, 1), (3, 2)]
+    assert header(dead, h.EXCEPTION_CLASS) == "asyncio.exceptions.CancelledError"
+    assert header(dead, h.DLQ_REASON) == "exhausted"
