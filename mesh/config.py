@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
+from confluent_kafka import KafkaException, Producer
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -24,11 +25,18 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from mesh.errors import ConfigError
+from mesh.logs import RepeatFilter
 
 __all__ = [
     "AgentSettings",
@@ -47,6 +55,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _MASK = "**********"
 _KAFKA_LOG = logging.getLogger("mesh.kafka")
+#: Every client's lines, the broker-kind probe's too (:mod:`mesh.kafka.compat`): without
+#: a broker librdkafka reports each reconnect attempt, about 20 lines/s per client.
+_KAFKA_LOG.addFilter(RepeatFilter())
 _SECRET_KEY = re.compile(r"password|secret|token|\.key(\.|$)|credentials", re.IGNORECASE)
 
 
@@ -201,6 +212,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _FileSource(settings_cls)
 
+    @field_validator("kafka")
+    @classmethod
+    def _librdkafka_accepts(cls, kafka: dict[str, Any]) -> dict[str, Any]:
+        for key, value in kafka.items():
+            if (refusal := _librdkafka_refusal(key, value)) is not None:
+                raise ValueError(f'"{key}": {refusal}')
+        return kafka
+
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration: bootstrap servers, the user's properties, then overrides.
 
@@ -257,6 +276,35 @@ class _FileSource(PydanticBaseSettingsSource):
         return dict(_file_data.get() or {})
 
 
+#: Not a librdkafka property: set last, it stops client creation (see below).
+_PROBE = "mesh.probe"
+_NAMED = re.compile(r'property "([^"]+)"', re.IGNORECASE)
+
+
+def _librdkafka_refusal(key: str, value: Any) -> str | None:
+    """What librdkafka says against ``key = value`` (an unknown name, a bad value), if anything.
+
+    librdkafka checks each property as it is set, in order, and creates the client after
+    the last one: the unknown :data:`_PROBE` set last stops it before that, so the check
+    opens no connection and starts no SASL login. librdkafka names an alias by the
+    property it stands for (``linger.ms`` is ``queue.buffering.max.ms``), hence the note.
+    """
+    try:
+        Producer({key: value, _PROBE: ""})
+    except KafkaException as exc:
+        message: str = exc.args[0].str().strip()
+    except (TypeError, ValueError) as exc:  # a callback property (error_cb) given a value
+        message = str(exc)
+    else:  # never: librdkafka has no property named _PROBE
+        return None
+    if _PROBE in message:  # *key* passed
+        return None
+    named = _NAMED.search(message)
+    if named is not None and named.group(1) != key:
+        message += f" (librdkafka's name for {key})"
+    return message
+
+
 def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -283,6 +331,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, file_data)) from None
+    except SettingsError as exc:  # a MESH_* variable that should hold JSON does not
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"MESH_{field.group(1).upper()}" if field else "a MESH_* variable"
+        raise ConfigError(f"environment variable {name}: not valid JSON: {exc.__cause__}") from None
     finally:
         _file_data.reset(token)
 

@@ -13,13 +13,17 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
+import re
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from mesh.errors import InputError
 
-__all__ = ["EVENT_FIELDS", "bind_event", "configure_logging"]
+__all__ = ["EVENT_FIELDS", "RepeatFilter", "bind_event", "configure_logging"]
 
 #: Record attributes that identify the event being handled, in the order they print.
 EVENT_FIELDS = ("agent", "event_id", "correlation_id", "causation_id")
@@ -42,6 +46,51 @@ class _EventFilter(logging.Filter):
         if fields is not None and not hasattr(record, "event_id"):
             record.__dict__.update(fields)
         return True
+
+
+class RepeatFilter(logging.Filter):
+    """Passes the first of a run of like warnings and errors, then one per *interval_s*
+    saying how many like it were dropped meanwhile.
+
+    A Kafka client that cannot reach its broker reports every reconnect attempt, about 20
+    lines a second per client and one client per agent: the first line says what is
+    wrong, the periodic count that it still is. Lines are alike when they differ only in
+    the client's name and in numbers (ports, milliseconds). Lines below WARNING (a
+    ``debug`` context someone turned on) all pass.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        #: shape -> (when its last line passed, monotonic s; lines dropped since)
+        self._runs: dict[tuple[int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        shape = (record.levelno, _shape(record.getMessage()))
+        now = time.monotonic()
+        with self._lock:
+            since, dropped = self._runs.get(shape, (-math.inf, 0))
+            if now - since < self.interval_s:
+                self._runs[shape] = (since, dropped + 1)
+                return False
+            self._runs[shape] = (now, 0)
+        if dropped:
+            record.msg = (
+                f"{record.getMessage()} ({dropped} more like it in the last {now - since:.0f} s)"
+            )
+            record.args = ()
+        return True
+
+
+_CLIENT_NAME = re.compile(r"[^\s\[\]]*#(?:consumer|producer)-\d+")
+_NUMBER = re.compile(r"\d+")
+
+
+def _shape(message: str) -> str:
+    return _NUMBER.sub("N", _CLIENT_NAME.sub("", message))
 
 
 class JsonFormatter(logging.Formatter):

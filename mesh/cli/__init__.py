@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
+from confluent_kafka import KafkaError, KafkaException
 from rich.markup import escape
 
 from mesh.cli import config, demo, dev, dlq, publish, registry, replay, run, schema, tail
 from mesh.cli import trace as trace_cli
 from mesh.cli._console import err_console
-from mesh.errors import InputError, MeshError
+from mesh.errors import ConfigError, InputError, MeshError
 
 __all__ = ["app", "main"]
 
@@ -39,11 +41,24 @@ app.command("demo")(demo.demo)
 def main() -> None:
     """Entry point: a reported error is a line on stderr (one per problem), never a traceback.
 
-    Exit code 2 when the input was wrong (nothing was done), 1 for other errors.
+    Exit code 2 when the input or the configuration was wrong (nothing was done), 1 for
+    other errors. A Kafka client's error that mesh did not turn into its own is reported
+    as librdkafka worded it; one refusing to start is a configuration error.
     """
     try:
         app()
     except MeshError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
-        sys.exit(2 if isinstance(exc, InputError) else 1)
+        _fail(str(exc) or type(exc).__name__, 2 if isinstance(exc, InputError | ConfigError) else 1)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if not isinstance(error, KafkaError):
+            _fail(f"Kafka: {exc}", 1)
+        if error.code() == KafkaError._INVALID_ARG:  # a client refused its configuration
+            _fail(f"the [kafka] settings: {error.str()}", 2)
+        _fail(f"Kafka: {error.str()}", 1)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    for line in message.splitlines():
+        err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    sys.exit(code)

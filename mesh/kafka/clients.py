@@ -17,13 +17,18 @@ Each profile's settings, lowest precedence first: Kafka's defaults, mesh's defau
 the profile, the embedded broker's tuning (only when the broker is Tansu: see
 :mod:`mesh.kafka.compat`), the user's ``[kafka]`` properties, the caller's overrides, and
 last what mesh's guarantees rest on, which nothing overrides.
+
+Of the user's properties each client gets those that apply to it: connection and
+security ones (SASL/SSL) reach every client, consumer-only ones only consumers,
+producer-only ones only producers; librdkafka would warn (CONFWARN) at every client given
+a property not its own. An admin client gets neither kind.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from mesh.config import Settings
 from mesh.kafka import compat
@@ -34,6 +39,38 @@ __all__ = [
     "producer_config",
     "reader_config",
 ]
+
+#: librdkafka 2.16.0's consumer-only (C) and producer-only (P) properties, aliases and
+#: deprecated names included, callbacks left out (they cannot be written in mesh.toml):
+#: the C/P column of its CONFIGURATION.md, global and topic properties.
+_CONSUMER_ONLY = frozenset({
+    "auto.commit.enable", "auto.commit.interval.ms", "auto.offset.reset", "check.crcs",
+    "consume.callback.max.messages", "coordinator.query.interval.ms", "enable.auto.commit",
+    "enable.auto.offset.store", "enable.partition.eof", "fetch.error.backoff.ms",
+    "fetch.max.bytes", "fetch.message.max.bytes", "fetch.min.bytes", "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms", "group.id", "group.instance.id", "group.protocol",
+    "group.protocol.type", "group.remote.assignor", "heartbeat.interval.ms",
+    "isolation.level", "max.partition.fetch.bytes", "max.poll.interval.ms",
+    "max.poll.records", "offset.store.method", "offset.store.path",
+    "offset.store.sync.interval.ms", "partition.assignment.strategy",
+    "queued.max.messages.kbytes", "queued.min.messages", "session.timeout.ms",
+    "share.acknowledgement.mode",
+})  # fmt: skip
+_PRODUCER_ONLY = frozenset({
+    "acks", "batch.num.messages", "batch.size", "compression.codec", "compression.level",
+    "compression.type", "delivery.report.only.error", "delivery.timeout.ms",
+    "enable.gapless.guarantee", "enable.idempotence", "linger.ms", "message.send.max.retries",
+    "message.timeout.ms", "partitioner", "produce.offset.report",
+    "queue.buffering.backpressure.threshold", "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages", "queue.buffering.max.ms", "queuing.strategy",
+    "request.required.acks", "request.timeout.ms", "retries", "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms", "transactional.id",
+})  # fmt: skip
+_NOT_FOR: dict[str, frozenset[str]] = {
+    "consumer": _PRODUCER_ONLY,
+    "producer": _CONSUMER_ONLY,
+    "admin": _CONSUMER_ONLY | _PRODUCER_ONLY,
+}
 
 #: Agent consumers: what the runtime's offset handling relies on.
 _AGENT_REQUIRED: dict[str, Any] = {
@@ -73,7 +110,7 @@ def agent_consumer_config(
     return {
         **_AGENT_DEFAULTS,
         **compat.tuning(settings, "agent"),
-        **settings.kafka_config(),
+        **_base(settings, "consumer"),
         **(overrides or {}),
         **_AGENT_REQUIRED,
         "group.id": group_id,
@@ -85,7 +122,7 @@ def reader_config(settings: Settings, role: str, **overrides: Any) -> dict[str, 
     return {
         **_READER_DEFAULTS,
         **compat.tuning(settings, "reader"),
-        **settings.kafka_config(),
+        **_base(settings, "consumer"),
         **overrides,
         **_READER_REQUIRED,
         "group.id": f"mesh-{role}-{uuid.uuid4().hex[:12]}",
@@ -95,9 +132,24 @@ def reader_config(settings: Settings, role: str, **overrides: Any) -> dict[str, 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """A durable producer: mesh's defaults, the user's properties, *overrides*, then
     what the delivery guarantee requires."""
-    return {**_PRODUCER_DEFAULTS, **settings.kafka_config(**overrides), **_PRODUCER_REQUIRED}
+    return {
+        **_PRODUCER_DEFAULTS,
+        **_base(settings, "producer"),
+        **overrides,
+        **_PRODUCER_REQUIRED,
+    }
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
-    """An admin client: the connection properties alone (SASL/SSL pass through)."""
-    return settings.kafka_config()
+    """An admin client: the connection properties alone (SASL/SSL pass through).
+
+    Also the base of the registry's own consumers and producer (``mesh registry serve``),
+    which set what they need on top.
+    """
+    return _base(settings, "admin")
+
+
+def _base(settings: Settings, client: Literal["consumer", "producer", "admin"]) -> dict[str, Any]:
+    """:meth:`Settings.kafka_config` less the user's properties meant for other clients."""
+    foreign = _NOT_FOR[client]
+    return {key: value for key, value in settings.kafka_config().items() if key not in foreign}

@@ -19,7 +19,7 @@ from mesh.kafka.topics import TopicSpec, ensure_topics
 from mesh.runtime.delay import Delayed, delay_topic_specs, delayed_record
 from mesh.serde import Serde
 
-__all__ = ["DeliveryCallback", "Publisher", "produce"]
+__all__ = ["DeliveryCallback", "Publisher", "Record", "produce"]
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 

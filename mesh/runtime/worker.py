@@ -36,14 +36,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from mesh.config import RetryPolicy
 from mesh.envelope import Envelope, record_event_id
-from mesh.errors import DeserializationError, SerializationError
+from mesh.errors import DeserializationError, PublishError, SerializationError
 from mesh.event import Event
+from mesh.headers import DLQ_VALUE_BYTES
+from mesh.kafka.errors import is_permanent, is_too_large
 from mesh.runtime.context import Context
 from mesh.runtime.dead_letter import dead_letter_headers, dead_letter_topic
 from mesh.runtime.failure import (
@@ -56,7 +58,7 @@ from mesh.runtime.invoke import invoke
 from mesh.runtime.metrics import AgentMetrics
 from mesh.runtime.offsets import PartitionOffsets
 from mesh.runtime.parking import Parking
-from mesh.runtime.publisher import Publisher
+from mesh.runtime.publisher import Publisher, Record
 from mesh.runtime.retry import due_at_ms, retry_headers, retry_topic
 from mesh.runtime.tracing import EventTracer
 from mesh.serde import Serde
@@ -106,12 +108,18 @@ class _Partition:
 class _Job:
     """One input record on its way through the handler and the producer."""
 
-    __slots__ = ("msg", "part", "pending")
+    __slots__ = ("attempt", "dead", "msg", "part", "pending")
 
     def __init__(self, msg: Message, part: _Partition) -> None:
         self.msg = msg
         self.part = part
         self.pending = 0  # deliveries still awaited
+        self.attempt = 1  # of the handler, once it ran
+        self.dead = False  # a dead letter of it is written or on its way
+
+
+#: What a record written for a job is; decides what a permanent refusal of it leads to.
+_Write = Literal["output", "retry", "dead letter", "dead letter without value"]
 
 
 class AgentWorker:
@@ -384,6 +392,7 @@ class AgentWorker:
             fallback_event_id=record_event_id(msg.topic(), msg.partition(), msg.offset()),
         )
         topic, retried = self._source_of(msg)
+        job.attempt = attempt_of(headers) + 1 if retried else 1
         ctx = Context(
             agent=options.agent,
             envelope=envelope,
@@ -392,7 +401,7 @@ class AgentWorker:
             offset=msg.offset(),
             key=msg.key(),
             raw_headers=headers,
-            attempt=attempt_of(headers) + 1 if retried else 1,
+            attempt=job.attempt,
         )
         ctx._bind_logs()  # this task handles this event only
         metrics = self._metrics
@@ -459,12 +468,13 @@ class AgentWorker:
         except SerializationError as exc:
             self._dead_letter(job, ErrorKind.FATAL, exc, attempt=attempt)
             return
-        job.pending = len(records)
-        on_delivery = functools.partial(self._delivered, job)
         emitted = self._metrics.emitted
+        job.pending += 1  # held while sending: an ack served meanwhile must not finish it
         for record, out in zip(records, emits, strict=True):
-            self._publisher.send_raw(*record, on_delivery=on_delivery)
+            if not self._send(job, record, "output"):
+                break  # refused for good: the input is dead-lettered, the rest not sent
             emitted(record.topic, out.event_type())
+        self._settle(job)
 
     def _source_of(self, msg: Message) -> tuple[str, bool]:
         """The source topic *msg* belongs to, and whether it was read from a retry topic.
@@ -524,14 +534,8 @@ class AgentWorker:
             due_ms=due_ms,
         )
         self._metrics.retried(source, kind)
-        job.pending = 1
-        self._publisher.send_raw(
-            retry_topic(source, group_id, delay_ms),
-            msg.value(),
-            msg.key(),
-            headers,
-            on_delivery=functools.partial(self._delivered, job),
-        )
+        topic = retry_topic(source, group_id, delay_ms)
+        self._send(job, Record(topic, msg.value(), msg.key(), headers), "retry")
 
     def _dead_letter(
         self,
@@ -556,25 +560,63 @@ class AgentWorker:
             reason=reason,
         )
         self._metrics.dead_lettered(source, kind)
-        job.pending = 1
-        self._publisher.send_raw(
-            dead_letter_topic(source, options.group_id),
-            msg.value(),
-            msg.key(),
-            headers,
-            on_delivery=functools.partial(self._delivered, job),
-        )
+        job.dead = True
+        topic = dead_letter_topic(source, options.group_id)
+        self._send(job, Record(topic, msg.value(), msg.key(), headers), "dead letter")
 
-    def _delivered(self, job: _Job, err: KafkaError | None, _msg: Message) -> None:
+    def _send(self, job: _Job, record: Record, what: _Write) -> bool:
+        """Queue *record*, written for *job*; the job finishes once all of them are acked.
+
+        Returns False when the record was refused for good before it was queued (too
+        large, invalid): then the job was dead-lettered instead (see :meth:`_refused`).
+        """
+        job.pending += 1
+        on_delivery = functools.partial(self._delivered, job, record, what)
+        try:
+            self._publisher.send_raw(*record, on_delivery=on_delivery)
+        except KafkaException as exc:  # librdkafka refused it before queuing
+            job.pending -= 1
+            self._refused(job, exc.args[0], record, what)
+            return False
+        return True
+
+    def _delivered(
+        self, job: _Job, record: Record, what: _Write, err: KafkaError | None, _msg: Message
+    ) -> None:
         if err is not None:
-            # librdkafka already retried for delivery.timeout.ms. Committing now would
-            # lose the event, so its offset stays unfinished and the worker stops: the
-            # record is consumed again after a restart.
-            self._fail(KafkaException(err))
-            return
+            self._refused(job, err, record, what)
+        self._settle(job)
+
+    def _settle(self, job: _Job) -> None:
+        """One record written for *job* is done with; the last one finishes the job."""
         job.pending -= 1
-        if job.pending == 0:
+        if job.pending == 0 and self._fatal is None:
             self._finish(job)
+
+    def _refused(self, job: _Job, err: KafkaError, record: Record, what: _Write) -> None:
+        """A record written for *job* was refused (librdkafka retried what could be).
+
+        A refusal for good of an output or a retry dead-letters the input (reason
+        ``refused``); a dead letter too large to write goes without its value. Anything
+        else (the broker away past ``message.timeout.ms``, a dead-letter topic refused)
+        stops the worker without committing the input: it is consumed again on restart.
+        """
+        agent, topic = self.options.agent, record.topic
+        if not is_permanent(err) or what == "dead letter without value":
+            self._fail(KafkaException(err))
+        elif what == "dead letter":
+            if not (is_too_large(err) and record.value is not None):
+                self._fail(KafkaException(err))
+                return
+            log.error("agent %s: dead letter too large for %s, kept without value", agent, topic)
+            size = (DLQ_VALUE_BYTES, str(len(record.value)).encode())
+            without = record._replace(value=None, headers=[*record.headers, size])
+            self._send(job, without, "dead letter without value")
+        elif not job.dead:
+            log.error("agent %s: %s refused by %s: %s", agent, what, topic, err.str())
+            error = PublishError(f"{what} to {topic} refused: {err.name()}: {err.str()}")
+            reason = DeadLetterReason.REFUSED
+            self._dead_letter(job, ErrorKind.FATAL, error, attempt=job.attempt, reason=reason)
 
     def _release_lane(self, job: _Job) -> None:
         """The handler of *job* returned: start the next event of the same key, if any."""

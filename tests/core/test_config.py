@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,67 @@ def test_producer_tuning_is_the_users_and_durability_is_not() -> None:
     assert conf["linger.ms"] == 5  # mesh's default where the user is silent
     assert conf["delivery.report.only.error"] is True
     assert (conf["acks"], conf["enable.idempotence"]) == ("all", True)
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('"linger.ms" = "soon"', '"queue.buffering.max.ms" (librdkafka\'s name for linger.ms)'),
+        ('"lingr.ms" = 5', 'No such configuration property: "lingr.ms"'),
+        ('"linger.ms" = -5', "outside allowed range"),
+    ],
+)
+def test_a_kafka_property_librdkafka_refuses_names_the_file_and_the_key(
+    line: str, says: str
+) -> None:
+    write(f"[kafka]\n{line}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    [message] = str(info.value).splitlines()
+    key = line.split(" = ", maxsplit=1)[0]
+    assert message.startswith(f"mesh.toml: kafka: {key}: "), message
+    assert says in message
+
+
+def test_a_kafka_property_refused_from_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write('[kafka]\n"client.id" = "mesh"\n')
+    monkeypatch.setenv("MESH_KAFKA", '{"compression.type": "zip"}')
+    with pytest.raises(ConfigError, match=r'^environment variable MESH_KAFKA: kafka: "compression'):
+        load_settings()
+
+
+def test_invalid_json_in_mesh_kafka_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MESH_KAFKA", "{bad")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("environment variable MESH_KAFKA: not valid JSON: ")
+    assert "\n" not in str(info.value)
+
+
+_SECRETS = {
+    "sasl.password": "hunter2",
+    "ssl.key.password": "k3y-pass",
+    "ssl.keystore.password": "st0re-pass",
+    "ssl.key.pem": "-----BEGIN PRIVATE KEY-----abc",
+    "sasl.oauthbearer.client.secret": "0auth-secret",
+}
+
+
+def test_no_kafka_secret_is_shown_in_redacted_settings_repr_or_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MESH_KAFKA", json.dumps({**_SECRETS, "sasl.username": "mesh"}))
+    settings = load_settings()
+    assert settings.kafka_config()["sasl.password"] == "hunter2"  # the clients get them
+    shown = [repr(settings.redacted()), repr(settings), str(settings)]
+    monkeypatch.setenv("MESH_KAFKA", json.dumps({**_SECRETS, "linger.ms": "soon"}))
+    with pytest.raises(ConfigError) as info:  # an error report about the same table
+        load_settings()
+    shown.append(str(info.value))
+    for secret in _SECRETS.values():
+        assert not any(secret in text for text in shown), secret
+    assert settings.redacted()["kafka"]["sasl.username"] == "mesh"

@@ -6,13 +6,17 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import Consumer, Producer
 
+from mesh.config import Settings
+from mesh.dev.stack import free_port
 from mesh.envelope import Envelope
 from mesh.errors import InputError
-from mesh.logs import configure_logging
+from mesh.logs import RepeatFilter, configure_logging
 from mesh.runtime.context import Context
 
 
@@ -91,3 +95,26 @@ def test_a_terminal_gets_readable_lines_with_the_ids_appended() -> None:
 def test_an_unknown_level_is_bad_input() -> None:
     with pytest.raises(InputError, match="unknown log level 'LOUD'"):
         configure_logging("LOUD", stream=io.StringIO())
+
+
+def test_clients_without_a_broker_log_the_error_once_then_a_count_now_and_then(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [repeats] = [f for f in logging.getLogger("mesh.kafka").filters if isinstance(f, RepeatFilter)]
+    monkeypatch.setattr(repeats, "interval_s", 2.0)
+    caplog.set_level(logging.INFO, logger="mesh.kafka")
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", broker="kafka")
+    consumer = Consumer(settings.kafka_config(**{"group.id": "nobody"}))
+    producer = Producer(settings.kafka_config())
+    consumer.subscribe(["nowhere"])
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # each client retries about 20 times a second
+            consumer.poll(0.1)
+            producer.poll(0)
+    finally:
+        consumer.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors, "the clients reported nothing"
+    assert len(errors) < 10, errors
+    assert any("more like it in the last 2 s" in line for line in errors), errors
