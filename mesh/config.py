@@ -89,8 +89,15 @@ class TopicDefaults(_Section):
     """How mesh creates the topics it needs."""
 
     partitions: int = Field(default=3, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    #: -1 takes the broker's ``default.replication.factor`` (Kafka 2.4+).
+    replication_factor: int = Field(default=-1, ge=-1)
     retention_ms: int | None = Field(default=None, ge=-1)
+
+    @model_validator(mode="after")
+    def _replication_is_not_zero(self) -> Self:
+        if self.replication_factor == 0:
+            raise ValueError("replication_factor must be -1 (the broker's default) or at least 1")
+        return self
 
 
 class RetryPolicy(_Section):
@@ -171,6 +178,9 @@ class AgentSettings(_Section):
     timeout: Duration | None = None
     group_id: str | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    #: How long the broker keeps this agent's dead letters (``retention.ms`` of its
+    #: dead-letter topics, set when mesh creates them); None keeps them until deleted.
+    dead_letter_retention: Duration | None = Field(default=None, gt=0)
 
 
 class Settings(BaseSettings):

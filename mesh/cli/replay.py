@@ -115,6 +115,12 @@ def replay_(
         int | None, typer.Option("--count", "-n", min=1, help="Stop after N matches.")
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Keep reading new records.")] = False,
+    idle_timeout: Annotated[
+        str,
+        typer.Option(
+            "--idle-timeout", help="Stop (exit 1) after this long without a record before the end."
+        ),
+    ] = "30s",
     key: Annotated[str | None, typer.Option("--key", help="Only this key.")] = None,
     header: Annotated[
         list[str] | None, typer.Option("--header", "-H", help="Only with header k=v (repeat).")
@@ -225,9 +231,10 @@ def replay_(
             count=count,
             rate_per_s=rate_per_s,
             on_progress=on_progress,
+            idle_timeout_s=_seconds(idle_timeout, "--idle-timeout"),
         )
     _report(summary, as_json=as_json, records_on_stdout=isinstance(sink, LineSink))
-    if summary.failed:
+    if summary.failed or summary.incomplete:
         raise typer.Exit(1)
 
 

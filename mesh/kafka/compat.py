@@ -12,7 +12,9 @@ Deviations worked around:
 - **ListOffsets "latest" is wrong on Tansu**: it returns the base offset of the newest
   batch + 1 (after one batch of 100 records the "end" is 1), so ``OFFSET_END``,
   ``auto.offset.reset=latest`` and uncached ``get_watermark_offsets`` start too early.
-  :func:`high_watermarks` reads the high watermark from a fetch response instead.
+  :func:`end_offsets` reads the high watermark from a fetch response instead, and only
+  on Tansu: on Kafka it asks ``AdminClient.list_offsets`` once for every partition,
+  since a fetch probe per partition every few seconds in every process is a real load.
 
 - **offsets_for_times is wrong on Tansu**: it answers with the broker's append time at
   batch granularity (ignoring the records' CreateTime), and a time after the last record
@@ -32,12 +34,20 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from mesh.config import Settings
 from mesh.errors import BrokerError
 
-__all__ = ["TP", "end_offsets", "high_watermarks", "is_tansu", "offsets_for_times", "tuning"]
+__all__ = [
+    "TP",
+    "end_offsets",
+    "high_watermarks",
+    "is_tansu",
+    "offsets_for_times",
+    "tuning",
+    "watermarks",
+]
 
 _KAFKA_LOG = logging.getLogger("mesh.kafka")
 
@@ -81,26 +91,85 @@ def _cluster_is_tansu(bootstrap: str, properties: tuple[tuple[str, Any], ...]) -
 
 
 def high_watermarks(
-    consumer: Consumer, topic: str, partitions: Iterable[int], *, timeout_s: float = 10.0
+    settings: Settings,
+    consumer: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    *,
+    timeout_s: float = 10.0,
 ) -> dict[int, int]:
     """Partition -> high watermark of one topic; see :func:`end_offsets`."""
-    ends = end_offsets(consumer, [(topic, p) for p in partitions], timeout_s=timeout_s)
+    tps = [(topic, p) for p in partitions]
+    ends = end_offsets(settings, consumer, tps, timeout_s=timeout_s)
     return {p: end for (_, p), end in ends.items()}
 
 
 def end_offsets(
-    consumer: Consumer, partitions: Iterable[TP], *, timeout_s: float = 10.0
+    settings: Settings, consumer: Consumer, partitions: Iterable[TP], *, timeout_s: float = 10.0
 ) -> dict[TP, int]:
-    """(topic, partition) -> high watermark (the offset the next record will get), from a fetch.
+    """(topic, partition) -> high watermark (the offset the next record will get).
+
+    On Kafka, one batched ListOffsets (``AdminClient.list_offsets``); *consumer* is not
+    used. On Tansu, from a fetch (:func:`_fetched_ends`), which leaves *consumer*
+    assigned to the probed positions: reassign it before reading.
+    """
+    parts = list(dict.fromkeys(partitions))
+    if not parts:
+        return {}
+    if is_tansu(settings):
+        return _fetched_ends(consumer, parts, timeout_s=timeout_s)
+    return _listed(settings, parts, OffsetSpec.latest(), timeout_s=timeout_s)
+
+
+def watermarks(
+    settings: Settings, consumer: Consumer, partitions: Iterable[TP], *, timeout_s: float = 10.0
+) -> tuple[dict[TP, int], dict[TP, int]]:
+    """Low and high watermarks of *partitions*; see :func:`end_offsets`.
+
+    On Tansu the low ones are those the fetch probe cached; on Kafka, a second batched
+    ListOffsets (earliest). Like :func:`end_offsets`, may leave *consumer* assigned.
+    """
+    parts = list(dict.fromkeys(partitions))
+    highs = end_offsets(settings, consumer, parts, timeout_s=timeout_s)
+    if not parts or is_tansu(settings):
+        lows = {
+            tp: max(consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)[0], 0)
+            for tp in parts
+        }
+    else:
+        lows = _listed(settings, parts, OffsetSpec.earliest(), timeout_s=timeout_s)
+    return lows, highs
+
+
+def _listed(
+    settings: Settings, parts: list[TP], spec: OffsetSpec, *, timeout_s: float
+) -> dict[TP, int]:
+    """One ListOffsets request for every partition of *parts*."""
+    admin = _admin(settings.bootstrap_servers, tuple(sorted(settings.kafka.items())))
+    query = {TopicPartition(*tp): spec for tp in parts}
+    try:
+        futures = admin.list_offsets(query, request_timeout=timeout_s)
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+    except Exception as exc:  # KafkaException: broker gone, timed out, unknown partition
+        raise BrokerError(f"cannot read the offsets of {parts[0][0]}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _admin(bootstrap: str, properties: tuple[tuple[str, Any], ...]) -> AdminClient:
+    """One admin client per cluster and process: the lag metric asks every 10 s."""
+    return AdminClient({"bootstrap.servers": bootstrap, "logger": _KAFKA_LOG, **dict(properties)})
+
+
+def _fetched_ends(consumer: Consumer, parts: list[TP], *, timeout_s: float) -> dict[TP, int]:
+    """High watermarks read from a fetch response, where ListOffsets is wrong (Tansu).
 
     Assigns each partition one record before the reported end (or at 0), consumes once
     so the broker answers a fetch, and takes the watermark that fetch carried: a fetch
     response holds the true high watermark even where ListOffsets does not. The larger
     of the two answers wins, so a correct ListOffsets is never made worse. Leaves
-    *consumer* assigned to the probed positions: reassign before reading. The low
-    watermark is then cached too (``get_watermark_offsets(cached=True)``).
+    *consumer* assigned to the probed positions. The low watermark is then cached too
+    (``get_watermark_offsets(cached=True)``).
     """
-    parts = list(dict.fromkeys(partitions))
     reported: dict[TP, int] = {}
     for tp in parts:
         try:

@@ -120,7 +120,10 @@ class Tail:
     every partition there instead, and *starts* gives each partition its own offset. With
     *to_end*, reading stops at the high watermarks read when entered (``ends``), so a
     read of what a topic holds terminates; *ends* gives each partition its own
-    (exclusive) end instead.
+    (exclusive) end instead. A partition is read to its end once the consumer's position
+    reaches it: the last offsets of a topic written with transactions are commit markers
+    that are never delivered as records. ``idled`` tells whether reading stopped for want
+    of records (*idle_timeout_s*) before the ends were reached.
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class Tail:
         self._consumer: Consumer | None = None
         self.positions: dict[int, int | str] = {}
         self.ends: dict[int, int] | None = None
+        self.idled = False
 
     def __enter__(self) -> Tail:
         partitions = topic_partitions(
@@ -165,9 +169,15 @@ class Tail:
             elif self._to_end or not (
                 self._from_beginning or self._from_offset is not None or self._starts
             ):
-                self.ends = high_watermarks(
-                    self._consumer, self.topic, partitions, timeout_s=self._timeout_s
-                )
+                # Probed with a consumer of its own: the reader tells its end by its
+                # position, which would report the probe's until its first fetch.
+                probe = Consumer(reader_config(self._settings, "tail-probe"))
+                try:
+                    self.ends = high_watermarks(
+                        self._settings, probe, self.topic, partitions, timeout_s=self._timeout_s
+                    )
+                finally:
+                    probe.close()
             if self._starts is not None:
                 starts = {p: self._starts[p] for p in partitions}
                 self.positions = dict(starts)
@@ -258,18 +268,25 @@ class Tail:
                 seen += len(batch)
                 last = time.monotonic()
             elif idle_timeout_s is not None and time.monotonic() - last >= idle_timeout_s:
+                self.idled = ends is not None and not self._reached(consumer, ends, next_offsets)
                 return
 
     def _reached(
         self, consumer: Consumer, ends: dict[int, int], next_offsets: dict[int, int]
     ) -> bool:
-        """Every partition read up to its end; the low watermark covers a trimmed log."""
-        for p, end in ends.items():
-            done = next_offsets.get(p, 0)
-            if done < end:
-                low, _ = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
-                if low < end:
-                    return False
+        """Every partition read up to its end: the last record delivered, or the position
+        past it (control records, compacted-away offsets), or a log trimmed past the end."""
+        behind = [p for p, end in ends.items() if next_offsets.get(p, 0) < end]
+        if not behind:
+            return True
+        for position in consumer.position([TopicPartition(self.topic, p) for p in behind]):
+            p = position.partition
+            if position.offset >= ends[p]:
+                next_offsets[p] = position.offset
+                continue
+            low, _ = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            if low < ends[p]:
+                return False
         return True
 
 

@@ -11,19 +11,31 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from mesh.errors import BrokerError
 
-__all__ = ["TopicSpec", "ensure_topics", "existing_topics"]
+__all__ = ["TopicSpec", "ensure_topics", "existing_topics", "retention_config"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """A topic mesh needs: name, size and topic-level configs (``cleanup.policy`` ...)."""
+    """A topic mesh needs: name, size and topic-level configs (``cleanup.policy`` ...).
+
+    Replication -1 is the broker's ``default.replication.factor``: a cluster of three
+    gets three copies without mesh knowing its size.
+    """
 
     name: str
     partitions: int
-    replication_factor: int = 1
+    replication_factor: int = -1
     config: dict[str, str] = field(default_factory=dict)
+
+
+def retention_config(seconds: float | None) -> dict[str, str]:
+    """``retention.ms`` for records kept *seconds*, or forever (-1) for None.
+
+    Set explicitly: a topic without it gets the broker's default, a week on Kafka.
+    """
+    return {"retention.ms": "-1" if seconds is None else str(round(seconds * 1000))}
 
 
 def existing_topics(admin: AdminClient, *, timeout_s: float = 10.0) -> dict[str, int]:

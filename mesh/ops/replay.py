@@ -3,7 +3,7 @@
 A replay is planned before anything is read: per partition, the first offset to read and
 the (exclusive) end, resolved from offsets, times or a consumer group's commits. The
 default end is the high watermark snapshotted when planning, so a run terminates even
-while producers keep writing. Ends come from :func:`mesh.kafka.compat.end_offsets`
+while producers keep writing. Ends come from :func:`mesh.kafka.compat.watermarks`
 and times from :func:`mesh.kafka.compat.offsets_for_times`, which give Kafka's answers
 on brokers that get them wrong, so the range is exact on Tansu too.
 
@@ -30,7 +30,7 @@ from mesh import headers as h
 from mesh.config import Settings
 from mesh.errors import BrokerError, InputError
 from mesh.kafka.clients import admin_config, reader_config
-from mesh.kafka.compat import TP, end_offsets, offsets_for_times
+from mesh.kafka.compat import TP, offsets_for_times, watermarks
 from mesh.kafka.reader import Tail, topic_partitions
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "plan_replay",
     "probe_consumer",
     "replay",
-    "watermarks",
 ]
 
 #: Progress callback: (records read so far, records in the plan or None when following).
@@ -163,7 +162,7 @@ def plan_replay(
     consumer = probe_consumer(settings)
     try:
         tps = [(topic, p) for p in parts]
-        lows, highs = watermarks(consumer, tps, timeout_s=timeout_s)
+        lows, highs = watermarks(settings, consumer, tps, timeout_s=timeout_s)
         starts = _starts(
             settings, consumer, tps, start, lows=lows, highs=highs, timeout_s=timeout_s
         )
@@ -186,18 +185,6 @@ def plan_replay(
             PartitionRange(tp[1], starts[tp] if end is None else min(starts[tp], end), end)
         )
     return ReplayPlan(topic, tuple(ranges))
-
-
-def watermarks(
-    consumer: Consumer, tps: list[TP], *, timeout_s: float = 10.0
-) -> tuple[dict[TP, int], dict[TP, int]]:
-    """Low and high watermarks of *tps* (the high ones from a fetch, see _broker_compat)."""
-    highs = end_offsets(consumer, tps, timeout_s=timeout_s)
-    lows = {
-        tp: max(consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)[0], 0)
-        for tp in tps
-    }
-    return lows, highs
 
 
 def _starts(
@@ -300,7 +287,8 @@ class RecordFilter:
 
 @dataclass
 class ReplaySummary:
-    """What a replay did: read, matched, written (or would write), skipped, failed."""
+    """What a replay did: read, matched, written (or would write), skipped, failed; and
+    whether it stopped idle short of its range's end (``incomplete``)."""
 
     plan: ReplayPlan
     dry_run: bool
@@ -309,6 +297,7 @@ class ReplaySummary:
     written: int = 0
     skipped: int = 0
     failed: int = 0
+    incomplete: bool = False
     seconds: float = 0.0
     sample: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -322,6 +311,7 @@ class ReplaySummary:
             "written": self.written,
             "skipped": self.skipped,
             "failed": self.failed,
+            "incomplete": self.incomplete,
             "seconds": round(self.seconds, 3),
             "sample": self.sample,
             "problems": self.problems,
@@ -348,10 +338,14 @@ def replay(
     count: int | None = None,
     rate_per_s: float | None = None,
     on_progress: OnProgress | None = None,
+    idle_timeout_s: float = 30.0,
 ) -> ReplaySummary:
     """Read *plan*, pass the records *where* matches to *sink*.
 
     Stops at the plan's ends, after *count* matched records, or (following) on Ctrl-C.
+    Short of its ends, it also stops after *idle_timeout_s* without a record, and says so
+    in ``problems``: the rest of the range may be in a transaction still open (a
+    ``read_committed`` reader waits for it) or may never come.
     *rate_per_s* caps how fast records reach the sink (one at a time, then). Records go
     to the sink as consumed, a batch at a time: per-record work is what limits a copy.
     """
@@ -370,7 +364,9 @@ def replay(
     ):
         try:
             matches = None if where.passes_all else where.matches
-            batches: Iterable[list[Message]] = reader.batches()
+            batches: Iterable[list[Message]] = reader.batches(
+                idle_timeout_s=None if following else idle_timeout_s
+            )
             if rate_per_s is not None:
                 batches = ([msg] for batch in batches for msg in batch)
             for batch in batches:
@@ -396,6 +392,12 @@ def replay(
                 raise
         finally:
             sink.close(summary)
+        if reader.idled:
+            summary.incomplete = True
+            summary.problems.append(
+                f"stopped: no record for {idle_timeout_s:g}s before the end of the range "
+                "(an open transaction, or records that never came); what was read is reported"
+            )
     if on_progress is not None:
         on_progress(summary.read, plan.size)
     summary.seconds = time.monotonic() - began

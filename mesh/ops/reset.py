@@ -30,10 +30,10 @@ from confluent_kafka.admin import AdminClient
 from mesh.config import Settings
 from mesh.errors import BrokerError, InputError
 from mesh.kafka.clients import admin_config
-from mesh.kafka.compat import TP, offsets_for_times
+from mesh.kafka.compat import TP, offsets_for_times, watermarks
 from mesh.kafka.reader import topic_partitions
 from mesh.kafka.topics import existing_topics
-from mesh.ops.replay import group_offsets, probe_consumer, watermarks
+from mesh.ops.replay import group_offsets, probe_consumer
 
 __all__ = [
     "OffsetChange",
@@ -153,7 +153,7 @@ def plan_reset(
     current = group_offsets(settings, group, tps, timeout_s=timeout_s)
     consumer = probe_consumer(settings)
     try:
-        lows, highs = watermarks(consumer, tps, timeout_s=timeout_s)
+        lows, highs = watermarks(settings, consumer, tps, timeout_s=timeout_s)
         wanted = _targets(
             consumer, to, tps, current=current, lows=lows, highs=highs, timeout_s=timeout_s
         )

@@ -142,7 +142,7 @@ def trace(
     tps = [(name, p) for name, size in sorted(sizes.items()) for p in range(size)]
     consumer = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
     try:
-        ends = end_offsets(consumer, tps, timeout_s=timeout_s)
+        ends = end_offsets(settings, consumer, tps, timeout_s=timeout_s)
         since_ms = int((time.time() - since_s) * 1000)
         starts = offsets_for_times(
             consumer, dict.fromkeys(tps, since_ms), ends, timeout_s=timeout_s

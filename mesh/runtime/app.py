@@ -26,7 +26,7 @@ from mesh.envelope import Envelope
 from mesh.errors import ConfigError
 from mesh.event import Event
 from mesh.kafka.clients import admin_config, agent_consumer_config
-from mesh.kafka.topics import TopicSpec, ensure_topics, existing_topics
+from mesh.kafka.topics import TopicSpec, ensure_topics, existing_topics, retention_config
 from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import Delayed, delay_topic_specs, deliver_at_ms
 from mesh.runtime.forwarder import DelayForwarder
@@ -339,6 +339,8 @@ class Mesh:
                 dead_letter_topic(t.topic(), self.group_id(spec.name)),
                 sizes.get(t.topic(), topics.partitions),
                 topics.replication_factor,
+                # Dead letters wait for a person: forever unless the agent says otherwise.
+                retention_config(self.settings.agent(spec.name).dead_letter_retention),
             )
             for spec in specs
             for t in spec.consumes

@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mesh.config import Settings
 from mesh.kafka.clients import admin_config, reader_config
-from mesh.kafka.compat import end_offsets
+from mesh.kafka.compat import watermarks
 from mesh.kafka.topics import existing_topics
 
 __all__ = ["ConsumerLag"]
@@ -25,9 +25,9 @@ class ConsumerLag:
 
     Read every *interval_s* by a thread with clients of its own (the workers' consumers
     belong to their poll threads) and served from memory, so a scrape never waits on the
-    broker. End offsets come from a fetch (:func:`~mesh.kafka.compat.end_offsets`),
-    since Tansu's ListOffsets is wrong. Every process running an agent reports the
-    whole group: aggregate with ``max by (agent, topic, partition)``.
+    broker. Watermarks come from :func:`~mesh.kafka.compat.watermarks`: one batched
+    ListOffsets on Kafka, a fetch on Tansu (whose ListOffsets is wrong). Every process
+    running an agent reports the whole group: aggregate with ``max by (agent, topic, partition)``.
     """
 
     def __init__(
@@ -88,12 +88,12 @@ class ConsumerLag:
                 answer = admin.list_consumer_group_offsets([request])[group_id].result(10)
                 committed[agent] = answer.topic_partitions
         every = {(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
-        ends = end_offsets(probe, every, timeout_s=5) if every else {}
+        lows, ends = watermarks(self._settings, probe, every, timeout_s=5)
         lag = {}
         for agent, tps in committed.items():
             for tp in tps:
-                start = tp.offset
-                if start < 0:  # nothing committed yet: the group starts at the earliest
-                    start, _ = probe.get_watermark_offsets(tp, cached=True)
-                lag[agent, tp.topic, tp.partition] = max(0, ends[tp.topic, tp.partition] - start)
+                key = (tp.topic, tp.partition)
+                # nothing committed yet: the group starts at the earliest
+                start = tp.offset if tp.offset >= 0 else lows[key]
+                lag[agent, tp.topic, tp.partition] = max(0, ends[key] - start)
         return lag
