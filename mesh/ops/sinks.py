@@ -29,6 +29,7 @@ from mesh.runtime.app import Mesh
 from mesh.runtime.context import Context
 from mesh.runtime.invoke import invoke, with_context
 from mesh.runtime.publisher import produce
+from mesh.runtime.threads import HandlerThreads
 from mesh.serde import Serde
 
 __all__ = ["AgentSink", "LineSink", "TopicSink", "raw_json"]
@@ -264,6 +265,7 @@ class AgentSink:
         self._handler = with_context(self._spec.handler)
         self._is_async = inspect.iscoroutinefunction(self._spec.handler)
         self._timeout_s = app.timeout_s(agent)
+        self._threads = HandlerThreads(1)  # replay hands the handler one record at a time
         self._serde = serde or Serde.from_settings(settings)
         self._emit_to = emit_to
         self._out = out
@@ -323,7 +325,12 @@ class AgentSink:
     async def _call(self, event: Event, ctx: Context) -> Any:
         ctx._bind_logs()  # on the task run_until_complete made for this event
         return await invoke(
-            self._handler, event, ctx, is_async=self._is_async, timeout_s=self._timeout_s
+            self._handler,
+            event,
+            ctx,
+            is_async=self._is_async,
+            timeout_s=self._timeout_s,
+            threads=self._threads,
         )
 
     def _encode(

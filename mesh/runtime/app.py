@@ -13,7 +13,6 @@ import signal
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from mesh.runtime.invoke import with_context
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.publisher import Publisher
 from mesh.runtime.retry import retry_topic
+from mesh.runtime.threads import HandlerThreads
 from mesh.runtime.tracing import event_tracer
 from mesh.runtime.worker import AgentWorker, WorkerOptions
 from mesh.schema.files import verify_schema
@@ -277,7 +277,8 @@ class Mesh:
                 loop.add_signal_handler(sig, stop.set)
         publisher = self._get_publisher()
         concurrency = max(self._options(spec).concurrency for spec in specs)
-        executor = ThreadPoolExecutor(max_workers=min(64, concurrency), thread_name_prefix="mesh")
+        threads = HandlerThreads(min(64, concurrency))
+        metrics.watch_threads(threads)
         workers = []
         for spec in specs:
             options = self._options(spec)
@@ -290,7 +291,7 @@ class Mesh:
                     consumer_config=config,
                     publisher=publisher,
                     serde=self._get_serde(),
-                    executor=executor,
+                    threads=threads,
                     metrics=metrics.agent(spec.name),
                     tracer=tracer,
                 )
@@ -312,7 +313,7 @@ class Mesh:
                 *(worker.stop() for worker in workers), loop.run_in_executor(None, forwarder.stop)
             )
             publisher.flush()
-            executor.shutdown(wait=False, cancel_futures=True)
+            threads.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any
 
 from mesh.event import Event
 from mesh.runtime.context import Context
+from mesh.runtime.threads import HandlerThreads
 
 __all__ = ["invoke", "with_context"]
 
@@ -44,22 +43,19 @@ async def invoke(
     *,
     is_async: bool,
     timeout_s: float | None,
-    executor: Executor | None = None,
+    threads: HandlerThreads,
 ) -> Any:
     """Run ``handler(event, ctx)``; TimeoutError after *timeout_s* (None: no limit).
 
-    A coroutine function runs on the loop; a plain one on *executor* (None: the loop's
-    default), in a copy of the caller's context so its log lines carry the event's ids.
+    A coroutine function runs on the loop; a plain one on one of *threads*, in a copy of
+    the caller's context so its log lines carry the event's ids. A sync handler's
+    timeout counts from when it starts, and stops the waiting, not the thread.
     """
     try:
         if is_async:
             async with asyncio.timeout(timeout_s):
                 return await handler(event, ctx)
-        loop = asyncio.get_running_loop()
-        call = contextvars.copy_context().run
-        return await asyncio.wait_for(
-            loop.run_in_executor(executor, call, handler, event, ctx), timeout_s
-        )
+        return await threads.run(handler, event, ctx, timeout_s=timeout_s)
     except TimeoutError as exc:
         if timeout_s is not None and not exc.args:  # asyncio's is bare: say what happened
             exc.args = (f"handler took over {timeout_s}s",)

@@ -27,6 +27,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from mesh.runtime.threads import HandlerThreads
+
 __all__ = ["AgentMetrics", "Metrics", "Outcome"]
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,12 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._agents: dict[str, AgentMetrics] = {}
+        self._threads: HandlerThreads | None = None
         self.registry.register(self)
+
+    def watch_threads(self, threads: HandlerThreads) -> None:
+        """Report the sync handlers' *threads*: stuck ones, and readiness once degraded."""
+        self._threads = threads
 
     def agent(self, name: str) -> AgentMetrics:
         """The recorder of agent *name* (one per agent, created on first use)."""
@@ -65,8 +72,12 @@ class Metrics:
         return recorder
 
     def ready(self) -> bool:
-        """Every agent has joined its group and its poll loop turned recently."""
+        """Every agent has joined its group and its poll loop turned recently, and sync
+        handlers still have all their threads (stuck ones beyond the replacements cost
+        capacity)."""
         now = time.monotonic()
+        if self._threads is not None and self._threads.degraded:
+            return False
         return bool(self._agents) and all(
             a.joined and now - a.last_poll_s < _POLL_STALE_S for a in self._agents.values()
         )
@@ -152,6 +163,11 @@ class Metrics:
             gauges["partitions"].add_metric([name], a._partitions)
         yield from (consumed, handled, duration, emitted, retried, dead, chain, lateness)
         yield from gauges.values()
+        yield GaugeMetricFamily(
+            "mesh_handler_threads_stuck",
+            "Threads still running a sync handler call whose timeout passed.",
+            value=0 if self._threads is None else self._threads.stuck,
+        )
         yield GaugeMetricFamily(
             "mesh_ready",
             "1 when every agent joined its group and is polling (/readyz).",

@@ -34,7 +34,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +59,7 @@ from mesh.runtime.offsets import PartitionOffsets
 from mesh.runtime.parking import Parking
 from mesh.runtime.publisher import Publisher, Record
 from mesh.runtime.retry import due_at_ms, retry_headers, retry_topic
+from mesh.runtime.threads import HandlerThreads
 from mesh.runtime.tracing import EventTracer
 from mesh.serde import Serde
 
@@ -132,7 +132,7 @@ class AgentWorker:
         consumer_config: dict[str, Any],
         publisher: Publisher,
         serde: Serde,
-        executor: ThreadPoolExecutor,
+        threads: HandlerThreads,
         metrics: AgentMetrics,
         tracer: EventTracer | None = None,
     ) -> None:
@@ -141,7 +141,7 @@ class AgentWorker:
         self._metrics = metrics
         self._publisher = publisher
         self._serde = serde
-        self._executor = executor
+        self._threads = threads
         self._consumer = Consumer(consumer_config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._parts: dict[TP, _Partition] = {}
@@ -501,7 +501,7 @@ class AgentWorker:
             ctx,
             is_async=options.is_async,
             timeout_s=options.timeout_s,
-            executor=self._executor,
+            threads=self._threads,
         )
 
     def _retry_or_dead_letter(
