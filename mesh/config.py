@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     subject_strategy: Literal["topic_name", "record_name", "topic_record_name"] = "topic_name"
     topics: TopicDefaults = Field(default_factory=TopicDefaults)
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    #: Delay topics ``mesh.delay.{namespace}.{bucket}`` and the forwarders' group
+    #: ``mesh.delay.{namespace}``; an app's name when unset (see mesh.runtime.delay).
+    delay_namespace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
     #: ``mesh run`` serves /metrics, /healthz and /readyz here; 0 turns it off.
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"

@@ -82,7 +82,7 @@ def is_tansu(settings: Settings) -> bool:
 @functools.lru_cache(maxsize=8)
 def _cluster_is_tansu(bootstrap: str, properties: tuple[tuple[str, Any], ...]) -> bool:
     # All topics, never one by name: Tansu creates a topic it is asked about.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _KAFKA_LOG, **dict(properties)})
+    admin = _admin(bootstrap, properties)
     try:
         cluster_id = admin.list_topics(timeout=5).cluster_id or ""
     except KafkaException:  # unreachable: Kafka's defaults are right on any broker

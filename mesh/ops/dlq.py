@@ -33,6 +33,7 @@ from mesh.kafka.reader import Tail, TailRecord, tail_record
 from mesh.kafka.topics import existing_topics
 from mesh.runtime.app import Mesh
 from mesh.runtime.dead_letter import dead_letter_topic
+from mesh.runtime.delay import delay_dead_letter_topic, namespace_of
 from mesh.runtime.failure import DeadLetterReason
 from mesh.runtime.publisher import Publisher
 from mesh.serde import Serde
@@ -168,6 +169,7 @@ def dead_letter_topics(
     """The dead-letter topics to read: *topic*, or those of *app* (one *agent*'s) that exist.
 
     An app's dead-letter topics are created when it starts, so an app never run has none.
+    Without *agent*, the app's delay forwarder's dead letters are read too.
     """
     present = existing_topics(AdminClient(admin_config(settings)))
     if topic is not None:
@@ -186,6 +188,8 @@ def dead_letter_topics(
         if agent is None or name == agent
         for event_type in spec.consumes
     ]
+    if agent is None:
+        wanted.append(delay_dead_letter_topic(namespace_of(app.settings)))
     return [t for t in dict.fromkeys(wanted) if t in present]
 
 

@@ -3,9 +3,11 @@
 Every event of a chain carries ``mesh.correlation-id``, and every event but the first
 its cause in ``mesh.causation-id``; retried and dead-lettered records are byte copies
 with the failure in ``mesh.*`` headers (see :mod:`mesh.headers`). So one pass over the
-mesh topics (event, retry and dead-letter topics: every topic not starting with ``_``),
-from ``since`` (time look-ups skip older data) to the ends seen at the start, finds the
-whole chain without a database. Only headers are read: values are never decoded.
+app's topics (its event, retry and dead-letter topics: :func:`app_topics`), or topics
+named by patterns, from ``since`` (time look-ups skip older data) to the ends seen at the
+start, finds the whole chain without a database. Only headers are read: values are never
+decoded. Without an app or patterns every topic not starting with ``_`` is read, which on
+a shared cluster means every other team's data too.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from mesh.errors import BrokerError
 from mesh.kafka.clients import admin_config, reader_config
 from mesh.kafka.compat import TP, end_offsets, offsets_for_times
 from mesh.kafka.topics import existing_topics
+from mesh.runtime.app import Mesh
+from mesh.runtime.dead_letter import dead_letter_topic
+from mesh.runtime.delay import delay_dead_letter_topic, namespace_of
 
-__all__ = ["Failure", "Step", "Trace", "trace"]
+__all__ = ["Failure", "Step", "Trace", "app_topics", "trace"]
 
 
 @dataclass(frozen=True)
@@ -123,30 +128,37 @@ def trace(
     *,
     since_s: float = 86_400.0,
     topics: Iterable[str] = (),
+    app: Mesh | None = None,
     timeout_s: float = 30.0,
 ) -> Trace:
     """Find the chain *correlation_id* in the records of the last *since_s* seconds.
 
-    *topics* narrows the scan to names matching these glob patterns (default: every
-    topic not starting with ``_``).
+    The scan covers *app*'s topics (:func:`app_topics`) and the names matching the glob
+    patterns *topics*; with neither, every topic not starting with ``_``.
     """
     began = time.monotonic()
     admin = AdminClient(admin_config(settings))
     patterns = list(topics)
+    own = app_topics(app) if app is not None else set()
+    everything = not (patterns or own)
     sizes = {
         name: size
         for name, size in existing_topics(admin).items()
         if not name.startswith("_")
-        and (not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns))
+        and (everything or name in own or any(fnmatch.fnmatchcase(name, p) for p in patterns))
     }
     tps = [(name, p) for name, size in sorted(sizes.items()) for p in range(size)]
+    probe = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
+    try:
+        ends = end_offsets(settings, probe, tps, timeout_s=timeout_s)
+        since_ms = int((time.time() - since_s) * 1000)
+        starts = offsets_for_times(probe, dict.fromkeys(tps, since_ms), ends, timeout_s=timeout_s)
+    finally:
+        probe.close()
+    # A consumer of its own: the scan tells a partition's end by its position, which would
+    # report the probe's positions until its first fetch.
     consumer = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
     try:
-        ends = end_offsets(settings, consumer, tps, timeout_s=timeout_s)
-        since_ms = int((time.time() - since_s) * 1000)
-        starts = offsets_for_times(
-            consumer, dict.fromkeys(tps, since_ms), ends, timeout_s=timeout_s
-        )
         found, scanned = _scan(consumer, starts, ends, correlation_id.encode(), timeout_s)
     finally:
         consumer.close()
@@ -157,6 +169,21 @@ def trace(
         scanned=scanned,
         seconds=time.monotonic() - began,
     )
+
+
+def app_topics(app: Mesh) -> set[str]:
+    """What *app*'s chains are written to: the topics of the events its agents consume and
+    emit, their retry and dead-letter topics, and its delay forwarder's dead letters.
+
+    Delay topics are left out: a delayed event is shown where it was delivered.
+    """
+    found = {event_type.topic() for event_type in app.event_types.values()}
+    for name, spec in app.agents.items():
+        found.update(app.retry_topics(name))
+        group = app.group_id(name)
+        found.update(dead_letter_topic(t.topic(), group) for t in spec.consumes)
+    found.add(delay_dead_letter_topic(namespace_of(app.settings)))
+    return found
 
 
 def _scan(

@@ -145,6 +145,8 @@ class Mesh:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings()
+        if self._settings.delay_namespace is None:  # delay topics of its own: runtime.delay
+            self._settings = self._settings.model_copy(update={"delay_namespace": self.name})
         return self._settings
 
     @settings.setter

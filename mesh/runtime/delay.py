@@ -1,9 +1,14 @@
-"""Delayed delivery through shared delay topics, never by sleeping.
+"""Delayed delivery through delay topics, never by sleeping.
 
 ``app.publish(event, deliver_at=...)`` and ``ctx.emit(event, delay=...)`` encode the event
-as usual, then send the record to a delay topic ``mesh.delay.{bucket}`` instead of its
-own, with ``mesh.delay.target`` (its topic) and ``mesh.due-ts`` added. The delay
-forwarder of every ``mesh run`` process (:mod:`mesh.runtime.forwarder`) moves it on.
+as usual, then send the record to a delay topic ``mesh.delay.{namespace}.{bucket}``
+instead of its own, with ``mesh.delay.target`` (its topic) and ``mesh.due-ts`` added. The
+delay forwarder of every ``mesh run`` process of the namespace
+(:mod:`mesh.runtime.forwarder`) moves it on.
+
+The namespace is the ``delay_namespace`` setting, the app's name by default: each app
+has delay topics and a forwarder group of its own, so a record one app cannot deliver
+never holds up another app's delayed events. Apps that set the same namespace share them.
 
 Buckets are a fixed ladder (100ms ... 24h). A record waits in the largest bucket no longer
 than the time it has left, for exactly that bucket's length after it was written; then
@@ -25,8 +30,9 @@ from typing import TYPE_CHECKING
 from confluent_kafka import Message
 
 from mesh.config import Settings, parse_duration
+from mesh.errors import ConfigError
 from mesh.headers import DELAY_TARGET, DUE_TS, last
-from mesh.kafka.topics import TopicSpec
+from mesh.kafka.topics import TopicSpec, retention_config
 from mesh.runtime.retry import due_at_ms, format_delay
 
 if TYPE_CHECKING:
@@ -36,12 +42,15 @@ __all__ = [
     "BUCKETS_MS",
     "Delayed",
     "bucket_for",
+    "delay_dead_letter_topic",
+    "delay_group",
     "delay_topic",
     "delay_topic_specs",
     "delayed_record",
     "deliver_at_ms",
     "due_in_ms",
     "leaves_at_ms",
+    "namespace_of",
     "target_of",
 ]
 
@@ -71,20 +80,51 @@ BUCKETS_MS = (
 _RETENTION_MS = 7 * 24 * _H  # several times the longest bucket: a stopped forwarder loses nothing
 
 
-def delay_topic(bucket_ms: int) -> str:
-    return f"{DELAY_TOPIC_PREFIX}{format_delay(bucket_ms)}"
+def namespace_of(settings: Settings) -> str:
+    """The delay namespace: ``delay_namespace``, which an app fills in with its name."""
+    if settings.delay_namespace is None:
+        raise ConfigError("delayed delivery needs delay_namespace (an app sets its name)")
+    return settings.delay_namespace
 
 
-_BUCKET_OF_TOPIC = {delay_topic(bucket): bucket for bucket in BUCKETS_MS}
+def delay_topic(bucket_ms: int, namespace: str) -> str:
+    return f"{DELAY_TOPIC_PREFIX}{namespace}.{format_delay(bucket_ms)}"
+
+
+def delay_group(namespace: str) -> str:
+    """The consumer group of the namespace's forwarders."""
+    return f"{DELAY_TOPIC_PREFIX.rstrip('.')}.{namespace}"
+
+
+def delay_dead_letter_topic(namespace: str) -> str:
+    """Where the forwarders put a record its target refuses for good (see the forwarder)."""
+    return f"{DELAY_TOPIC_PREFIX}{namespace}.dlq"
+
+
+_BUCKET_OF_NAME = {format_delay(bucket): bucket for bucket in BUCKETS_MS}
 
 
 def delay_topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The delay topics, shared by every app of the cluster."""
+    """The delay topics of the settings' namespace, and its dead-letter topic (kept forever)."""
+    namespace = namespace_of(settings)
     topics = settings.topics
     retention = {"retention.ms": str(_RETENTION_MS)}
     return [
-        TopicSpec(delay_topic(bucket), topics.partitions, topics.replication_factor, retention)
-        for bucket in BUCKETS_MS
+        *(
+            TopicSpec(
+                delay_topic(bucket, namespace),
+                topics.partitions,
+                topics.replication_factor,
+                retention,
+            )
+            for bucket in BUCKETS_MS
+        ),
+        TopicSpec(
+            delay_dead_letter_topic(namespace),
+            topics.partitions,
+            topics.replication_factor,
+            retention_config(None),
+        ),
     ]
 
 
@@ -123,7 +163,12 @@ def due_in_ms(delay: str | float | timedelta) -> int:
 
 
 def delayed_record(
-    topic: str, headers: list[tuple[str, bytes]], due_ms: int, *, now_ms: int | None = None
+    topic: str,
+    headers: list[tuple[str, bytes]],
+    due_ms: int,
+    *,
+    namespace: str,
+    now_ms: int | None = None,
 ) -> tuple[str, list[tuple[str, bytes]]]:
     """Where a record for *topic* due at *due_ms* goes now, and its headers there.
 
@@ -133,7 +178,7 @@ def delayed_record(
     if left_ms <= 0:
         return topic, headers
     marks = [(DELAY_TARGET, topic.encode()), (DUE_TS, str(due_ms).encode())]
-    return delay_topic(bucket_for(left_ms)), [*headers, *marks]
+    return delay_topic(bucket_for(left_ms), namespace), [*headers, *marks]
 
 
 def leaves_at_ms(msg: Message) -> int | None:
@@ -143,7 +188,7 @@ def leaves_at_ms(msg: Message) -> int | None:
     if due_ms is None:
         return None
     _, written_ms = msg.timestamp()
-    bucket_ms = _BUCKET_OF_TOPIC.get(msg.topic() or "")
+    bucket_ms = _BUCKET_OF_NAME.get((msg.topic() or "").rpartition(".")[2])
     if bucket_ms is None or written_ms <= 0:
         return due_ms
     return min(due_ms, written_ms + bucket_ms)

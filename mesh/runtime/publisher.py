@@ -16,7 +16,7 @@ from mesh.errors import PublishError
 from mesh.event import Event
 from mesh.kafka.clients import admin_config, producer_config
 from mesh.kafka.topics import TopicSpec, ensure_topics
-from mesh.runtime.delay import Delayed, delay_topic_specs, delayed_record
+from mesh.runtime.delay import Delayed, delay_topic_specs, delayed_record, namespace_of
 from mesh.serde import Serde
 
 __all__ = ["DeliveryCallback", "Publisher", "Record", "produce"]
@@ -72,7 +72,8 @@ class Publisher:
         """
         if isinstance(event, Delayed):
             target, value, key, headers = self.encode(event.event, envelope)
-            topic, headers = delayed_record(target, headers, event.due_ms)
+            namespace = namespace_of(self._settings)
+            topic, headers = delayed_record(target, headers, event.due_ms, namespace=namespace)
             if topic != target:
                 self._ensure(delay_topic_specs(self._settings))
             return Record(topic, value, key, headers)

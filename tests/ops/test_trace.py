@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 import mesh.cli
 from mesh import Context, Event, Mesh, Settings
+from mesh import headers as h
 from mesh.config import RetryPolicy
+from mesh.kafka.topics import existing_topics
+from mesh.ops.trace import Step, Trace, app_topics, trace
 from mesh.testing import unique_name
 from tests.support import read_topic, running
 
@@ -125,3 +130,55 @@ def test_trace_of_a_four_step_chain_with_a_retry_and_a_dead_letter(
     assert f"{error_class}: no sources for r1" in text
     assert other.event_id not in text
     assert "4 event(s)" in shown.stderr
+
+
+def test_trace_with_an_app_searches_only_its_topics_and_says_what_it_searches(
+    make_app: Callable[..., Mesh],
+    mesh_settings: Settings,
+    mesh_admin: AdminClient,
+    mesh_topic: Callable[..., str],
+) -> None:
+    stem = unique_name("scope")
+
+    class Asked(Event, topic=f"{stem}.asked", key="rid", name="test.scope.Asked"):
+        rid: str
+
+    class Answered(Event, topic=f"{stem}.answered", key="rid", name="test.scope.Answered"):
+        rid: str
+
+    app = make_app(Asked, Answered)
+
+    # emits named: a return annotation of a class local to a test cannot be resolved
+    @app.agent("answerer", consumes=Asked, emits=Answered)
+    async def answerer(event: Asked) -> Answered:
+        return Answered(rid=event.rid)
+
+    with running(app):
+        chain = app.publish(Asked(rid="r1"))
+        read_topic(mesh_settings.bootstrap_servers, Answered.topic(), 1, partitions=3)
+    # Another team's topic holding a record that carries the same correlation id.
+    foreign = mesh_topic()
+    producer = Producer({"bootstrap.servers": mesh_settings.bootstrap_servers})
+    producer.produce(
+        foreign,
+        b"{}",
+        headers=[(h.CORRELATION_ID, chain.correlation_id.encode()), (h.EVENT_ID, b"foreign")],
+    )
+    assert producer.flush(10) == 0
+
+    def topics_of(found: Trace) -> set[str]:
+        def walk(step: Step) -> list[str]:
+            return [step.topic, *(t for c in step.children for t in walk(c))]
+
+        return {t for root in found.roots for t in walk(root)}
+
+    own = trace(app.settings, chain.correlation_id, since_s=3600, app=app)
+    assert topics_of(own) == {Asked.topic(), Answered.topic()}
+    assert own.topics == len(app_topics(app) & set(existing_topics(mesh_admin)))
+    named = trace(app.settings, chain.correlation_id, since_s=3600, topics=[foreign])
+    assert topics_of(named) == {foreign}
+    everywhere = trace(app.settings, chain.correlation_id, since_s=3600)
+    assert topics_of(everywhere) == {Asked.topic(), Answered.topic(), foreign}
+
+    help_text = CliRunner().invoke(mesh.cli.app, ["trace", "--help"]).stdout
+    assert "every topic on the cluster" in " ".join(help_text.split())

@@ -10,12 +10,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Message
+from confluent_kafka import Message, Producer
 
 from mesh import Context, Event, Mesh, Settings
 from mesh import headers as h
 from mesh.config import TopicDefaults
+from mesh.envelope import Envelope
 from mesh.kafka.reader import Tail
+from mesh.ops.dlq import dead_letter_topics
+from mesh.runtime.delay import Delayed
 from mesh.testing import unique_name
 from tests.runtime.test_runtime_delivery import (
     handled_ids,
@@ -24,7 +27,7 @@ from tests.runtime.test_runtime_delivery import (
     show_logs,
     start_worker,
 )
-from tests.support import header, running
+from tests.support import header, read_topic, running
 
 #: How late a delayed event may reach its consumer on the shared 2-core test machine
 #: (forwarder fetch wait + the consumer's fetch wait + scheduling); bench/ has the figures.
@@ -120,6 +123,51 @@ def test_ctx_emit_with_a_delay(make_app: Callable[..., Mesh], mesh_settings: Set
     assert header(warm, h.CAUSATION_ID) == root.event_id
 
 
+def test_a_delayed_record_refused_for_good_is_dead_lettered_and_the_one_behind_it_arrives(
+    make_app: Callable[..., Mesh], mesh_settings: Settings
+) -> None:
+    Reminder, _ = types()
+    app = make_app(Reminder)
+    seen: set[str] = set()
+
+    @app.agent("reader", consumes=Reminder)
+    async def reader(event: Reminder) -> None:
+        seen.add(event.reminder_id)
+
+    publisher = app._get_publisher()
+    with running(app):
+        app.publish(Reminder(reminder_id="warm-up"), deliver_at=_in_ms(100))
+        _wait_for(lambda: "warm-up" in seen, 60)  # the forwarder is assigned
+        # Two records due now, in one partition of a delay topic: the first one is over
+        # the forwarder's message.max.bytes (librdkafka refuses it: MSG_SIZE_TOO_LARGE).
+        envelope = Envelope.new_chain(Reminder.event_type(), produced_by="test")
+        good = publisher.encode(Delayed(Reminder(reminder_id="good"), _in_ms(100)), envelope)
+        big = Producer(
+            {"bootstrap.servers": mesh_settings.bootstrap_servers, "message.max.bytes": 4_000_000}
+        )
+        oversize = b"x" * 1_500_000
+        big.produce(good.topic, oversize, b"bad", partition=0, headers=good.headers)
+        big.produce(good.topic, good.value, good.key, partition=0, headers=good.headers)
+        assert big.flush(10) == 0
+        _wait_for(lambda: "good" in seen, 30)
+        (letter,) = read_topic(
+            mesh_settings.bootstrap_servers, f"mesh.delay.{app.name}.dlq", 1, partitions=3
+        )
+
+    assert app.settings.delay_namespace == app.name
+    assert letter.topic() in dead_letter_topics(app.settings, app=app)  # `mesh dlq list --app`
+    assert letter.key() == b"bad"
+    assert letter.value() is None  # too large even for the dead-letter topic
+    assert header(letter, h.DLQ_VALUE_BYTES) == str(len(oversize))
+    assert header(letter, h.DLQ_REASON) == "refused"
+    assert header(letter, h.DLQ_AGENT) == "delay-forwarder"
+    assert "MSG_SIZE_TOO_LARGE" in (header(letter, h.EXCEPTION_MESSAGE) or "")
+    assert header(letter, h.DELAY_TARGET) == Reminder.topic()
+    # Forwarded once: a refusal that rewound the batch would send it again and again.
+    delivered = [m.key() for m in _records(mesh_settings, Reminder.topic())]
+    assert delivered.count(b"good") == 1
+
+
 def test_delayed_records_survive_kill_9_of_the_forwarder(
     mesh_settings: Settings, tmp_path: Path
 ) -> None:
@@ -128,7 +176,10 @@ def test_delayed_records_survive_kill_9_of_the_forwarder(
     relay = load_relay(prefix, tmp_path / "schemas")
     feeder = Mesh(
         "feeder",
-        settings=mesh_settings.model_copy(update={"topics": TopicDefaults(partitions=4)}),
+        settings=mesh_settings.model_copy(
+            # the relay app's delay namespace, whose forwarders deliver these
+            update={"topics": TopicDefaults(partitions=4), "delay_namespace": relay.app.name}
+        ),
         schemas_dir=tmp_path / "schemas",
     )
     feeder._get_publisher().ensure_topics([relay.Job, relay.JobDone])

@@ -11,6 +11,8 @@ from mesh import headers as h
 from mesh.runtime.delay import (
     BUCKETS_MS,
     bucket_for,
+    delay_dead_letter_topic,
+    delay_group,
     delay_topic,
     delayed_record,
     deliver_at_ms,
@@ -28,22 +30,26 @@ def test_a_record_waits_in_the_largest_bucket_that_fits(left_ms: int, bucket_ms:
     assert bucket_for(left_ms) == bucket_ms
 
 
-def test_bucket_topics_are_named_by_their_delay() -> None:
-    assert [delay_topic(b) for b in BUCKETS_MS[:4]] == [
-        "mesh.delay.100ms",
-        "mesh.delay.250ms",
-        "mesh.delay.500ms",
-        "mesh.delay.1s",
+def test_bucket_topics_are_named_by_their_namespace_and_delay() -> None:
+    assert [delay_topic(b, "shop") for b in BUCKETS_MS[:4]] == [
+        "mesh.delay.shop.100ms",
+        "mesh.delay.shop.250ms",
+        "mesh.delay.shop.500ms",
+        "mesh.delay.shop.1s",
     ]
-    assert delay_topic(BUCKETS_MS[-1]) == "mesh.delay.24h"
+    assert delay_topic(BUCKETS_MS[-1], "shop") == "mesh.delay.shop.24h"
+    assert delay_group("shop") == "mesh.delay.shop"
+    assert delay_dead_letter_topic("shop") == "mesh.delay.shop.dlq"
 
 
 def test_a_delayed_record_carries_its_target_and_due_time() -> None:
     own = [(h.EVENT_ID, b"e1")]
-    topic, headers = delayed_record("jobs", own, 1_000_035_000, now_ms=1_000_000_000)
-    assert topic == "mesh.delay.30s"
+    topic, headers = delayed_record(
+        "jobs", own, 1_000_035_000, namespace="shop", now_ms=1_000_000_000
+    )
+    assert topic == "mesh.delay.shop.30s"
     assert headers == [*own, (h.DELAY_TARGET, b"jobs"), (h.DUE_TS, b"1000035000")]
-    assert delayed_record("jobs", own, 999, now_ms=1000) == ("jobs", own)  # already due
+    assert delayed_record("jobs", own, 999, namespace="shop", now_ms=1000) == ("jobs", own)
 
 
 def test_a_record_leaves_its_bucket_after_the_bucket_length_or_when_due() -> None:
@@ -54,9 +60,9 @@ def test_a_record_leaves_its_bucket_after_the_bucket_length_or_when_due() -> Non
             timestamp=(1, written_ms),
         )
 
-    assert leaves_at_ms(record("mesh.delay.30s", 1_000, 95_000)) == 31_000
-    assert leaves_at_ms(record("mesh.delay.100ms", 1_000, 1_040)) == 1_040
-    assert target_of(record("mesh.delay.1s", 0, 0)) == "jobs"
+    assert leaves_at_ms(record("mesh.delay.shop.30s", 1_000, 95_000)) == 31_000
+    assert leaves_at_ms(record("mesh.delay.a.b.100ms", 1_000, 1_040)) == 1_040
+    assert target_of(record("mesh.delay.shop.1s", 0, 0)) == "jobs"
 
 
 def test_deliver_at_and_delay_become_epoch_ms() -> None:
