@@ -283,13 +283,16 @@ def start_registry(
     log_dir: Path,
     timeout_s: float = 30.0,
     topic: str | None = None,
+    write_timeout_s: float | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> ManagedProcess:
     """Start ``mesh registry serve`` against *bootstrap_servers* on ``127.0.0.1:port``.
 
     *topic* is the registry's state topic (default ``_schemas``): registries sharing one
-    topic share their schemas.
+    topic share their schemas. *tls* (certificate, key) serves HTTPS; the registry opens
+    its port only once ready, so an accepted connection then tells readiness.
     """
-    url = f"http://{LOCALHOST}:{port}"
+    url = f"{'https' if tls else 'http'}://{LOCALHOST}:{port}"
     proc = ManagedProcess(
         name="registry",
         argv=[
@@ -305,11 +308,13 @@ def start_registry(
             "--port",
             str(port),
             *(["--topic", topic] if topic else []),
+            *(["--write-timeout", str(write_timeout_s)] if write_timeout_s else []),
+            *(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []),
         ],
         port=port,
         url=url,
         log_path=log_dir / "registry.log",
-        ready=lambda: _http_ok(url + "/"),
+        ready=(lambda: _accepts_connections(port)) if tls else (lambda: _http_ok(url + "/")),
     )
     proc.start(timeout_s=timeout_s)
     return proc

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request, list[str]], Awaitable[web.StreamResponse]]
 _RETRY_S = 0.1
+#: How long a request for an id above the highest known one waits for the reader to reach
+#: the log's end: a client often asks this registry for an id another one just assigned.
+_LAG_WAIT_S = 2.0
 _UNMATCHED = "unmatched"  # the endpoint label of requests no route (and method) takes
 
 
@@ -178,7 +181,7 @@ class Api:
         return _json(list(SUPPORTED_TYPES))
 
     async def schema_by_id(self, request: web.Request, params: list[str]) -> web.StreamResponse:
-        schema_id = parse_schema_id(params[0])
+        schema_id = await self._schema_id(params[0])
         body = self._store.schema_body(schema_id)
         if body is None:
             raise ApiError.schema_not_found(f"Schema {schema_id} not found")
@@ -187,21 +190,32 @@ class Api:
     async def schema_text_by_id(
         self, request: web.Request, params: list[str]
     ) -> web.StreamResponse:
-        return _raw(self._store.schema(parse_schema_id(params[0])).text)
+        return _raw(self._store.schema(await self._schema_id(params[0])).text)
 
     async def subjects_by_id(self, request: web.Request, params: list[str]) -> web.StreamResponse:
-        usages = self._usages(request, params[0])
+        usages = await self._usages(request, params[0])
         return _json(page(request, list(dict.fromkeys(entry.subject for entry in usages))))
 
     async def versions_by_id(self, request: web.Request, params: list[str]) -> web.StreamResponse:
-        usages = self._usages(request, params[0])
+        usages = await self._usages(request, params[0])
         pairs = [{"subject": entry.subject, "version": entry.version} for entry in usages]
         return _json(page(request, pairs))
 
-    def _usages(self, request: web.Request, text: str) -> list[Any]:
-        parsed_id = parse_schema_id(text)
+    async def _usages(self, request: web.Request, text: str) -> list[Any]:
+        parsed_id = await self._schema_id(text)
         self._store.schema(parsed_id)  # 40403 for an unknown id
         return self._store.usages(parsed_id, deleted=flag(request, "deleted"))
+
+    async def _schema_id(self, text: str) -> int:
+        """The id in *text*; when it is above every id known here, first (for a bounded
+        time) let the reader catch up with the log, which may hold it already."""
+        schema_id = parse_schema_id(text)
+        if schema_id > self._store.max_id:
+            try:
+                await self._reader.catch_up(timeout_s=_LAG_WAIT_S)
+            except ApiError as exc:
+                log.info("answering 404 for schema id %d unread: %s", schema_id, exc.message)
+        return schema_id
 
     # --- subjects and versions -----------------------------------------------------------
 

@@ -15,9 +15,9 @@ the partition (one that lost its membership without noticing yet). It rests on t
   learns (from the delivery report). Every record a primary writes carries its epoch in
   a header.
 * A record is **valid** iff its epoch is the offset of the last ``PRIMARY`` record before
-  it in the log; every reader ignores the others (and records without the header, from
-  other tools, count as valid). Readers share one log, so they agree on the state: the
-  fold of the valid records.
+  it in the log; every reader ignores the others (records without the header count as
+  valid, but a registry refuses to start on a topic holding one: another registry wrote
+  it). Readers share one log, so they agree on the state: the fold of the valid records.
 * A node writes with epoch *e* only after its reader has applied the log up to *e*, and
   it serialises its writes, each waiting until its reader has applied the records it
   wrote. A valid record of epoch *e* at offset *p* lies between *e* and the next
@@ -27,6 +27,11 @@ the partition (one that lost its membership without noticing yet). It rests on t
 * It allocates ``max(id seen) + 1`` and ``max(version) + 1`` from that state. So no two
   valid records bind one id to two schemas, or one subject version to two schemas: ids
   cannot collide, whatever the group does.
+* A write that failed (timed out) may still land later, among the valid records of its
+  epoch but absent from the state the next write plans from. So after a failed write
+  the node writes nothing more under that epoch: it announces itself again
+  (:meth:`Election.renew`) and waits until its reader has applied the new announcement,
+  which puts the late record either before the new epoch (applied) or after it (invalid).
 
 A writer whose record turns out invalid (a newer announcement came first) answers
 ``NotPrimaryError`` and the request is forwarded to the new primary. Compaction keeps
@@ -133,6 +138,17 @@ class Election:
                     log.warning("cannot announce this registry as primary: %s", exc.message)
                 except Exception:  # a bug must not end the election: log it, retry later
                     log.exception("announcing this registry as primary failed")
+
+    async def renew(self) -> int | None:
+        """Announce this registry again; return the new epoch (None: no longer the primary).
+
+        After a write that failed, its records may still be appended (a stalled broker
+        resumes). Under the new epoch they are invalid if they land after the new
+        announcement, and in the store if before it: nothing written before can bind an id
+        or a version that is planned again afterwards.
+        """
+        await self._announce()
+        return self.epoch
 
     async def _announce(self) -> None:
         batch = [records.announcement(url=self.url, node=self.node)]

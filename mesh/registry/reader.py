@@ -6,7 +6,10 @@ until its own record is in the store before answering. ``enable.partition.eof`` 
 when it has caught up at start-up.
 
 A record carrying an epoch that is not the current primary's is ignored (see
-:mod:`mesh.registry.election`) and reported to ``on_rejected``.
+:mod:`mesh.registry.election`) and reported to ``on_rejected``. A record that no mesh
+registry writes (one of Confluent Schema Registry or Karapace: no epoch header, or a kind
+such as ``NOOP`` or ``DELETE_SUBJECT``) is noted in :attr:`Reader.foreign_offset`: the
+server refuses to start on such a topic.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from mesh.registry import records
 from mesh.registry.errors import ApiError
@@ -67,6 +77,10 @@ class Reader:
         self._thread = threading.Thread(target=self._run, name="registry-reader", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = 0.0
+        #: Offset of the first record not written by a mesh registry, if any.
+        self.foreign_offset: int | None = None
+        self._probe = Consumer({**kafka, "group.id": f"{topic}-probe-{uuid.uuid4().hex}"})
+        self._probe_lock = asyncio.Lock()
 
     @property
     def position(self) -> int:
@@ -102,7 +116,27 @@ class Reader:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
+    async def catch_up(self, *, timeout_s: float) -> None:
+        """Return once the store holds every record the topic held when called.
+
+        The end is Kafka's high watermark (ListOffsets). Tansu answers with the offset after
+        the first record of the newest batch instead: the same for a registration, which is
+        a batch of one record.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        partition = TopicPartition(self._topic, 0)
+        async with self._probe_lock:  # a consumer is not for concurrent calls
+            try:
+                _, end = await asyncio.to_thread(
+                    self._probe.get_watermark_offsets, partition, timeout=timeout_s
+                )
+            except KafkaException as exc:
+                raise ApiError.timed_out(f"cannot read the end of {self._topic}: {exc}") from None
+        remaining = deadline - asyncio.get_running_loop().time()
+        await self.wait_for(end, timeout_s=max(remaining, 0.001))
+
     def close(self) -> None:
+        self._probe.close()
         self._stopping.set()
         if self._thread.ident is None:  # never started
             self._consumer.close()
@@ -156,9 +190,13 @@ class Reader:
                 "skipping malformed record at offset %d of %s: %s", offset, self._topic, exc
             )
             return
+        epoch = _epoch(message)
+        if self.foreign_offset is None and (
+            record is None or (epoch is None and not isinstance(record, Announcement))
+        ):
+            self.foreign_offset = offset
         if record is None:
             return
-        epoch = _epoch(message)
         if isinstance(record, Announcement):
             log.info("primary: %s (epoch %d)", record.url, offset)
         elif epoch is not None and not self._store.is_valid(epoch=epoch, offset=offset):

@@ -2,8 +2,11 @@
 
 A write plans its records against the store, produces them with the primary's epoch and
 returns once the registry's own reader has applied them, all under one lock, so the next
-write plans against a state that includes this one. On a registry that is not the primary
-a write raises :class:`NotPrimaryError` before touching anything; the API forwards it.
+write plans against a state that includes this one. When a write fails its records may
+still land later, so the next write first renews the epoch (see
+:mod:`mesh.registry.election`), which puts them in the store or makes them invalid. On a
+registry that is not the primary a write raises :class:`NotPrimaryError` before touching
+anything; the API forwards it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class Registry:
         self._election = election
         self._write_timeout_s = write_timeout_s
         self._lock = asyncio.Lock()
+        #: The epoch of a failed write: no further write under it (see :meth:`_primary`).
+        self._failed_epoch: int | None = None
         self._repairs: set[asyncio.Task[None]] = set()
 
     # --- reads ---------------------------------------------------------------------------
@@ -98,14 +103,16 @@ class Registry:
         with the versions the subject's level compares against. Empty: compatible."""
         schema = self.parse(request, normalize=False)
         level = self._store.compatibility(subject)
-        if version is not None:
-            targets = [self._store.version(subject, version, deleted=False)]
-        else:
-            try:
-                live = self._store.versions(subject, deleted=False)
-            except ApiError:  # no versions yet: anything is compatible
-                return []
+        try:
+            live = self._store.versions(subject, deleted=False)
+        except ApiError:  # no versions yet: anything is compatible with the latest
+            live = []
+        if version is None:
             targets = live if every else live[-1:]
+        else:  # Confluent answers 40402 for a missing numbered version, of any subject
+            targets = [entry for entry in live if entry.version == version]
+            if not targets:
+                raise ApiError.version_not_found(subject, version)
         existing = [(entry.version, self._store.parsed(entry.schema)) for entry in targets]
         return check_compatibility(level, schema.parsed, existing)
 
@@ -286,13 +293,19 @@ class Registry:
         """Hold the write lock as the primary; yield the epoch to tag records with."""
         async with self._lock:
             epoch = self._election.epoch
+            if epoch is not None and epoch == self._failed_epoch:
+                epoch = await self._election.renew()
             if epoch is None:
                 raise NotPrimaryError
             yield epoch
 
     async def _write(self, epoch: int, batch: Sequence[KeyValue]) -> None:
-        offsets = await self._writer.produce(batch, epoch=epoch)
-        await self._reader.wait_for(offsets[-1] + 1, timeout_s=self._write_timeout_s)
+        try:
+            offsets = await self._writer.produce(batch, epoch=epoch)
+            await self._reader.wait_for(offsets[-1] + 1, timeout_s=self._write_timeout_s)
+        except BaseException:  # cancelled too: the records may be in the log, or land later
+            self._failed_epoch = epoch
+            raise
         if not all(self._store.is_valid(epoch=epoch, offset=offset) for offset in offsets):
             raise NotPrimaryError  # another registry became primary first: forward the request
 

@@ -205,3 +205,15 @@ def test_root_and_types(http: httpx.Client) -> None:
     assert http.get("/").json() == {}
     assert http.get("/schemas/types").json() == ["AVRO"]
     assert http.get("/mode").json() == {"mode": "READWRITE"}
+
+
+def test_a_compatibility_check_against_a_missing_numbered_version_is_40402(
+    http: httpx.Client, subject: str
+) -> None:
+    check = f"/compatibility/subjects/{subject}/versions/1"
+    expect(http.post(check, json={"schema": INT}), 404, 40402)  # no such subject: Confluent too
+    register(http, subject)
+    assert http.delete(f"/subjects/{subject}/versions/1").json() == 1
+    expect(http.post(check, json={"schema": INT}), 404, 40402)  # soft-deleted: not checked
+    latest = http.post(f"/compatibility/subjects/{subject}/versions/latest", json={"schema": INT})
+    assert latest.json() == {"is_compatible": True}  # nothing live to be incompatible with

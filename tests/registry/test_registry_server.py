@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -84,3 +85,24 @@ def test_cli_errors_are_one_line(mesh_bootstrap_servers: str, mesh_registry_url:
         1,
         "error: --basic-auth must be 'user:password'",
     )
+
+
+def test_a_malformed_http_request_is_answered_400_and_logged_as_one_warning(
+    start_registry_on: StartRegistry, eventually: Callable[..., None]
+) -> None:
+    registry = start_registry_on(unique_name("_schemas"))
+    with socket.create_connection((LOCALHOST, registry.port), timeout=10) as sock:
+        sock.sendall(b"GET /subjects HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        assert b" 400 Bad Request\r\n" in sock.recv(1024)
+
+    def logged() -> list[str]:
+        lines = registry.log_path.read_text().splitlines()
+        return [line for line in lines if "malformed HTTP request" in line]
+
+    eventually(lambda: logged() != [])
+    [line] = logged()
+    assert " WARNING " in line
+    assert "Content-Length" in line
+    log = registry.log_path.read_text()
+    assert "Traceback" not in log
+    assert " ERROR " not in log
