@@ -81,6 +81,17 @@ def parse_duration(value: str | float) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def parse_timeout(value: str | float | None) -> float | None:
+    """A time limit: a duration, or ``"off"`` (also ``0``, ``None``) for none."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
+        return None
+    return parse_duration(value) or None
+
+
+#: A time limit that ``"off"`` (or 0) turns off: None.
+Timeout = Annotated[float | None, BeforeValidator(parse_timeout)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -175,7 +186,14 @@ class AgentSettings(_Section):
     """Per-agent policy, ``[agents.NAME]`` in ``mesh.toml``."""
 
     concurrency: int = Field(default=100, ge=1, le=100_000)
-    timeout: Duration | None = None
+    #: How long one attempt of the handler may run (``"off"`` for no limit). A hung call
+    #: (an LLM request that never answers) otherwise holds its event, and with it the
+    #: partition's committed offset, forever.
+    timeout: Timeout = 300.0
+    #: Records of one partition received past its committed offset, at most: past this
+    #: the partition is paused until its oldest unfinished event finishes, so one hung
+    #: event bounds memory and what a restart must redeliver.
+    max_uncommitted: int = Field(default=10_000, ge=1)
     group_id: str | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     #: How long the broker keeps this agent's dead letters (``retention.ms`` of its

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from mesh.config import RetryPolicy, Settings, load_settings, parse_duration
+from mesh.config import RetryPolicy, Settings, load_settings, parse_timeout
 from mesh.envelope import Envelope
 from mesh.errors import ConfigError
 from mesh.event import Event
@@ -55,7 +55,7 @@ class AgentSpec:
     consumes: tuple[type[Event], ...]
     emits: tuple[type[Event], ...]
     concurrency: int | None = None
-    timeout_s: float | None = None
+    timeout_s: float | None = None  # None: mesh.toml decides; 0: no limit
     group_id: str | None = None
     retry: RetryPolicy | None = None
 
@@ -104,7 +104,8 @@ class Mesh:
         pool) or async, and may return an event, a list of events or ``None``. Emitted
         types are read from its return annotation, plus *emits*. Options given here win
         over ``[agents.NAME]`` in ``mesh.toml``. A handler that raises (or exceeds
-        *timeout*) is retried through retry topics as *retry* says, then dead-lettered.
+        *timeout*: 5 minutes unless ``mesh.toml`` says otherwise, ``"off"`` for none) is
+        retried through retry topics as *retry* says, then dead-lettered.
         """
         consumed = _as_tuple(consumes)
         for event_type in consumed:
@@ -120,7 +121,7 @@ class Mesh:
                 consumes=consumed,
                 emits=tuple(dict.fromkeys(_as_tuple(emits) + _returned_event_types(handler))),
                 concurrency=concurrency,
-                timeout_s=None if timeout is None else parse_duration(timeout),
+                timeout_s=None if timeout is None else parse_timeout(timeout) or 0.0,
                 group_id=group_id,
                 retry=retry,
             )
@@ -181,9 +182,12 @@ class Mesh:
         return self._agents[agent].retry or self.settings.agent(agent).retry
 
     def timeout_s(self, agent: str) -> float | None:
-        """The effective handler time limit of *agent*: the decorator's, else ``mesh.toml``'s."""
+        """The effective handler time limit of *agent* (None: no limit): the decorator's,
+        else ``mesh.toml``'s (5 minutes by default)."""
         spec = self._agents[agent]
-        return spec.timeout_s if spec.timeout_s is not None else self.settings.agent(agent).timeout
+        if spec.timeout_s is None:
+            return self.settings.agent(agent).timeout
+        return spec.timeout_s or None  # 0: turned off in the decorator
 
     def retry_topics(self, agent: str) -> dict[str, str]:
         """Retry topic -> source topic, for every topic *agent* consumes."""
@@ -398,6 +402,7 @@ class Mesh:
             timeout_s=self.timeout_s(spec.name),
             retry=self.retry_policy(spec.name),
             retry_sources=retry_sources,
+            max_uncommitted=configured.max_uncommitted,
         )
 
 

@@ -29,6 +29,11 @@ class PartitionOffsets:
         self.committable: int | None = None
 
     @property
+    def window(self) -> int:
+        """Events received since the committable offset, finished or not."""
+        return len(self._pending)
+
+    @property
     def unfinished(self) -> int:
         """Events received and not finished yet."""
         return len(self._pending) - len(self._done)

@@ -91,18 +91,22 @@ class WorkerOptions:
     retry_sources: dict[str, str] = field(default_factory=dict)
     drain_timeout_s: float = 30.0
     batch_size: int = 500
+    #: Past this many events received after a partition's committable offset, the
+    #: partition is paused until the oldest unfinished one finishes.
+    max_uncommitted: int = 10_000
 
 
 class _Partition:
     """Bookkeeping of one assigned partition; dropped (and marked revoked) when released."""
 
-    __slots__ = ("closing", "offsets", "revoked", "unacked")
+    __slots__ = ("closing", "full", "offsets", "revoked", "unacked")
 
     def __init__(self) -> None:
         self.offsets = PartitionOffsets()
         self.unacked = 0  # started and not yet finished (handler or deliveries pending)
         self.closing = False  # being released: start nothing new
         self.revoked = False  # released: late completions are ignored
+        self.full = False  # paused: its uncommitted window reached max_uncommitted
 
 
 class _Job:
@@ -164,6 +168,7 @@ class AgentWorker:
         self._parked = Parking(self._consumer, due_at_ms)
         self._polled: list[Message] = []  # polled, not yet handed to the loop
         self._held = False
+        self._full: set[TP] = set()  # paused because their uncommitted window is full
         self._fatal: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -172,7 +177,10 @@ class AgentWorker:
         """Subscribe and start polling; the calling loop runs the handlers."""
         self._loop = asyncio.get_running_loop()
         self._consumer.subscribe(
-            list(self.options.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
+            list(self.options.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self._poll_thread = threading.Thread(
             target=self._poll_forever, name=f"mesh-poll-{self.options.agent}", daemon=True
@@ -272,11 +280,14 @@ class AgentWorker:
             loop.call_soon_threadsafe(self._accept, batch)
 
     def _hold(self, held: bool) -> None:
-        """Pause (or resume) every assigned partition but the parked ones."""
+        """Pause (or resume) every assigned partition but the parked and the full ones."""
         self._held = held
         consumer = self._consumer
         partitions = [
-            p for p in consumer.assignment() if (p.topic, p.partition) not in self._parked
+            p
+            for p in consumer.assignment()
+            if (p.topic, p.partition) not in self._parked
+            and (p.topic, p.partition) not in self._full
         ]
         if partitions:
             (consumer.pause if held else consumer.resume)(partitions)
@@ -290,6 +301,23 @@ class AgentWorker:
                 call(self._consumer)
             except KafkaException as exc:  # e.g. a partition revoked meanwhile
                 log.debug("agent %s: %s", self.options.agent, exc)
+
+    def _pause_full(self, tp: TP, consumer: Consumer) -> None:
+        """Stop fetching *tp* while its uncommitted window is full (poll thread)."""
+        self._full.add(tp)
+        consumer.pause([TopicPartition(*tp)])
+        log.warning(
+            "agent %s: %s:%d paused: %d events past its committed offset wait for the oldest",
+            self.options.agent,
+            *tp,
+            self.options.max_uncommitted,
+        )
+
+    def _resume_full(self, tp: TP, consumer: Consumer) -> None:
+        self._full.discard(tp)
+        if not self._held and tp not in self._parked:
+            consumer.resume([TopicPartition(*tp)])
+        log.info("agent %s: %s:%d resumed", self.options.agent, *tp)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         loop = self._loop
@@ -317,6 +345,7 @@ class AgentWorker:
         self._dispatch()
         tps = {(p.topic, p.partition) for p in partitions}
         self._parked.drop(tps)
+        self._full -= tps
         future = asyncio.run_coroutine_threadsafe(self._drain(tps), loop)
         future.result(self.options.drain_timeout_s + 5)
         self._apply_outbox()
@@ -324,11 +353,34 @@ class AgentWorker:
             consumer.commit(asynchronous=False)
         log.info("agent %s: released %s", self.options.agent, sorted(tps))
 
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group gave *partitions* away already (this member missed its session):
+        their new owner reads from the last commit, so nothing is drained or committed,
+        and the member rejoins at once instead of waiting for events it no longer owns."""
+        loop = self._loop
+        assert loop is not None
+        self._dispatch()
+        tps = {(p.topic, p.partition) for p in partitions}
+        self._parked.drop(tps)
+        self._full -= tps
+        asyncio.run_coroutine_threadsafe(self._lose(tps), loop).result()
+        log.warning("agent %s: lost %s (session expired)", self.options.agent, sorted(tps))
+
     # -- loop thread -----------------------------------------------------------------
+
+    async def _lose(self, tps: set[TP]) -> None:
+        parts = {tp: self._parts.pop(tp) for tp in tps if tp in self._parts}
+        for part in parts.values():
+            part.closing = part.revoked = True
+            self._release(part.offsets.unfinished)
+        self._drop_queued()
+        self._dirty -= tps
+        self._metrics.assigned(len(self._parts))
 
     def _accept(self, batch: Sequence[Message]) -> None:
         skipped = 0
         consumed = self._metrics.consumed
+        window = self.options.max_uncommitted
         for msg in batch:
             error = msg.error()
             if error is not None:
@@ -341,6 +393,10 @@ class AgentWorker:
                 skipped += 1  # released while in transit: the next owner reads it again
                 continue
             part.offsets.add(msg.offset())
+            if part.offsets.window >= window and not part.full:
+                part.full = True
+                tp = (msg.topic(), msg.partition())
+                self._outbox.append(functools.partial(self._pause_full, tp))
             consumed(msg.topic())
             job = _Job(msg, part)
             key = msg.key()
@@ -618,6 +674,14 @@ class AgentWorker:
             reason = DeadLetterReason.REFUSED
             self._dead_letter(job, ErrorKind.FATAL, error, attempt=job.attempt, reason=reason)
 
+    def _drop_queued(self) -> None:
+        """Events queued behind a key of a closing partition never started: drop them."""
+        for lane in self._lanes.values():
+            if any(job.part.closing for job in lane):
+                kept = [job for job in lane if not job.part.closing]
+                lane.clear()
+                lane.extend(kept)
+
     def _release_lane(self, job: _Job) -> None:
         """The handler of *job* returned: start the next event of the same key, if any."""
         key = job.msg.key()
@@ -641,7 +705,11 @@ class AgentWorker:
         part.unacked -= 1
         self._release(1)
         if part.offsets.complete(job.msg.offset()):
-            self._dirty.add((job.msg.topic(), job.msg.partition()))
+            tp = (job.msg.topic(), job.msg.partition())
+            self._dirty.add(tp)
+            if part.full and part.offsets.window <= self.options.max_uncommitted // 2:
+                part.full = False
+                self._outbox.append(functools.partial(self._resume_full, tp))
 
     def _release(self, count: int) -> None:
         """*count* records left the loop: wake the poll thread if it waits for room."""
@@ -672,11 +740,7 @@ class AgentWorker:
         parts = {tp: self._parts[tp] for tp in tps if tp in self._parts}
         for part in parts.values():
             part.closing = True
-        for lane in self._lanes.values():  # queued behind a key: never started, so dropped
-            if any(job.part.closing for job in lane):
-                kept = [job for job in lane if not job.part.closing]
-                lane.clear()
-                lane.extend(kept)
+        self._drop_queued()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.drain_timeout_s
         while self._fatal is None and any(part.unacked for part in parts.values()):

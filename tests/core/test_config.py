@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.config import Settings, load_settings, parse_duration
+from mesh.config import AgentSettings, Settings, load_settings, parse_duration
 from mesh.errors import ConfigError
 from mesh.kafka.clients import producer_config
 
@@ -191,3 +191,10 @@ def test_no_kafka_secret_is_shown_in_redacted_settings_repr_or_errors(
     for secret in _SECRETS.values():
         assert not any(secret in text for text in shown), secret
     assert settings.redacted()["kafka"]["sasl.username"] == "mesh"
+
+
+def test_handlers_get_a_five_minute_timeout_unless_turned_off() -> None:
+    assert AgentSettings().timeout == 300.0
+    assert AgentSettings(timeout="off").timeout is None
+    assert AgentSettings(timeout=0).timeout is None
+    assert AgentSettings(timeout="30s").timeout == 30.0

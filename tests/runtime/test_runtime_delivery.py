@@ -287,3 +287,56 @@ def test_kill_9_while_records_wait_in_retry_topics_loses_nothing(
                 proc.kill()
                 proc.wait()
         show_logs(tmp_path)
+
+
+def test_lost_partitions_are_dropped_at_once_not_drained(
+    mesh_settings: Settings, tmp_path: Path
+) -> None:
+    """A member that missed its session (here: SIGSTOPped past it) has lost its partitions
+    to the group already: draining them would only hold up its rejoin."""
+    prefix = unique_name("relay")
+    env = relay_env(mesh_settings, prefix, tmp_path / "schemas")
+    env["MESH_TOPICS__PARTITIONS"] = "1"
+    relay = load_relay(prefix, tmp_path / "schemas")
+    log = tmp_path / "stuck.log"
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "run", "tests.apps.stuck:app"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    producer = Producer({"bootstrap.servers": mesh_settings.bootstrap_servers})
+    serde = Mesh("feeder", settings=mesh_settings)._get_serde()
+
+    def send(job_id: str) -> None:
+        job = relay.Job(job_id=job_id)
+        producer.produce(
+            relay.Job.topic(), serde.encode(job, relay.Job.topic()), b"k" + job_id.encode()
+        )
+        assert producer.flush(10) == 0
+
+    try:
+        deadline = time.monotonic() + 60
+        while "assigned" not in log.read_text():
+            assert time.monotonic() < deadline, "the worker never joined"
+            time.sleep(0.2)
+        send("stuck-0")  # in flight for a minute
+        time.sleep(1)
+        worker.send_signal(signal.SIGSTOP)
+        time.sleep(10)  # past the 6 s session: the broker evicts the member
+        worker.send_signal(signal.SIGCONT)
+        resumed = time.monotonic()
+        send("fresh-0")
+        [done] = read_topic(mesh_settings.bootstrap_servers, relay.JobDone.topic(), 1, timeout_s=60)
+        took = time.monotonic() - resumed
+        assert serde.decode(done.value(), relay.JobDone).job_id == "fresh-0"
+        assert took < 20, f"the fresh job waited {took:.0f}s (a drain of the lost partition)"
+        assert "lost" in log.read_text()
+    except BaseException:
+        show_logs(tmp_path)
+        raise
+    finally:
+        worker.kill()
+        worker.wait(10)
