@@ -3,7 +3,8 @@
 Where the broker comes from, in order:
 
 1. ``MESH_BOOTSTRAP_SERVERS`` is set: that cluster is used as it is;
-2. ``MESH_TEST_BROKER=docker``: Apache Kafka in a container, through testcontainers;
+2. ``MESH_TEST_BROKER=docker``: Apache Kafka in a container (the official image, KRaft,
+   ``MESH_TEST_KAFKA_IMAGE`` to pick another), through testcontainers;
 3. otherwise the embedded Tansu broker, started for the session on a free port.
 
 The registry is ``MESH_REGISTRY_URL`` when set, otherwise a ``mesh registry serve``
@@ -50,11 +51,7 @@ def mesh_bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield configured
         return
     if os.environ.get("MESH_TEST_BROKER") == "docker":
-        from testcontainers.kafka import KafkaContainer
-
-        image = os.environ.get("MESH_TEST_KAFKA_IMAGE", "confluentinc/cp-kafka:7.7.1")
-        with KafkaContainer(image).with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
+        yield from _apache_kafka(os.environ.get("MESH_TEST_KAFKA_IMAGE", "apache/kafka:3.9.1"))
         return
     log_dir: Path = tmp_path_factory.mktemp("broker")
     broker = start_broker(port=free_port(), log_dir=log_dir)
@@ -62,6 +59,39 @@ def mesh_bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield broker.url
     finally:
         broker.stop()
+
+
+def _apache_kafka(image: str) -> Iterator[str]:
+    """One Apache Kafka broker in KRaft mode (the official image), through testcontainers.
+
+    The broker advertises the host port it is published on, so it is bound to a free
+    port chosen here rather than a random one Docker would pick after the start.
+    """
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    port = free_port()
+    kafka = (
+        DockerContainer(image)
+        .with_bind_ports(9092, port)
+        .with_envs(
+            KAFKA_NODE_ID="1",
+            KAFKA_PROCESS_ROLES="broker,controller",
+            KAFKA_LISTENERS="PLAINTEXT://:9092,CONTROLLER://:9093",
+            KAFKA_ADVERTISED_LISTENERS=f"PLAINTEXT://127.0.0.1:{port}",
+            KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+            KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+            KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+            KAFKA_AUTO_CREATE_TOPICS_ENABLE="false",
+        )
+    )
+    with kafka:
+        wait_for_logs(kafka, "Kafka Server started", timeout=120)
+        yield f"127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

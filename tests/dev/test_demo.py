@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -19,6 +20,9 @@ from mesh import Settings
 from mesh.kafka.clients import admin_config
 from mesh.kafka.topics import existing_topics
 from mesh.testing import unique_name
+
+#: `mesh demo` starts the embedded stack itself.
+pytestmark = pytest.mark.tansu_only
 
 REPO = Path(__file__).resolve().parents[2]
 REQUESTS = 12

@@ -16,6 +16,9 @@ from confluent_kafka.admin import AdminClient
 
 from mesh.dev.stack import DevStack, free_port
 
+#: `mesh dev` starts the embedded broker itself: there is no Tansu beside Apache Kafka.
+pytestmark = pytest.mark.tansu_only
+
 
 def mesh_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None

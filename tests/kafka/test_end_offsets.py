@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka import Consumer, Producer
 
 from mesh import Settings
@@ -40,6 +41,7 @@ def test_on_kafka_end_offsets_are_listed_without_probing_the_consumer(
         consumer.close()
 
 
+@pytest.mark.tansu_only  # exercises the workaround for Tansu's wrong ListOffsets
 def test_on_tansu_end_offsets_come_from_a_fetch_where_list_offsets_is_wrong(
     mesh_settings: Settings, mesh_topic: Callable[..., str]
 ) -> None:
