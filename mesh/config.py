@@ -16,6 +16,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from confluent_kafka import KafkaException, Producer
 from pydantic import (
@@ -46,6 +47,7 @@ __all__ = [
     "TopicDefaults",
     "load_settings",
     "parse_duration",
+    "redact_url",
 ]
 
 CONFIG_FILE_ENV = "MESH_CONFIG"
@@ -218,6 +220,11 @@ class Settings(BaseSettings):
     registry_url: str = "http://127.0.0.1:8081"
     #: ``"user:password"`` for registry basic auth.
     registry_auth: SecretStr | None = None
+    #: An ``https://`` registry: the CA file that signed its certificate (default: the
+    #: system's), and a client certificate and key (PEM) for a registry that asks for one.
+    registry_ssl_ca_location: str | None = None
+    registry_ssl_certificate_location: str | None = None
+    registry_ssl_key_location: str | None = None
     #: Registry subject naming: ``topic_name`` ({topic}-value), ``record_name`` or
     #: ``topic_record_name`` (needed when several event types share a topic).
     subject_strategy: Literal["topic_name", "record_name", "topic_record_name"] = "topic_name"
@@ -269,6 +276,13 @@ class Settings(BaseSettings):
         conf: dict[str, Any] = {"url": self.registry_url}
         if self.registry_auth is not None:
             conf["basic.auth.user.info"] = self.registry_auth.get_secret_value()
+        for prop, value in (
+            ("ssl.ca.location", self.registry_ssl_ca_location),
+            ("ssl.certificate.location", self.registry_ssl_certificate_location),
+            ("ssl.key.location", self.registry_ssl_key_location),
+        ):
+            if value is not None:
+                conf[prop] = value
         return conf
 
     def agent(self, name: str) -> AgentSettings:
@@ -279,6 +293,7 @@ class Settings(BaseSettings):
         """The settings as plain data with every secret masked, safe to print or log."""
         data = self.model_dump(mode="json")
         data["kafka"] = self._redacted_kafka()
+        data["registry_url"] = redact_url(self.registry_url)
         if self.registry_auth is not None:
             user = self.registry_auth.get_secret_value().split(":", 1)[0]
             data["registry_auth"] = f"{user}:{_MASK}"
@@ -290,6 +305,16 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             yield name, self._redacted_kafka() if name == "kafka" else value
+
+
+def redact_url(url: str) -> str:
+    """*url* with the password of its user-info masked (``https://user:***@host``): a
+    registry URL may carry credentials, and must not reach a terminal or a log with them."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{_MASK}@{host}"))
 
 
 _file_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mesh.cli._console import console, err_console
-from mesh.config import Settings, load_settings
+from mesh.config import Settings, load_settings, redact_url
 from mesh.dev.loader import import_from_cwd, load_app
 from mesh.errors import InputError, SchemaError
 from mesh.event import Event
@@ -333,5 +333,5 @@ def _event_types(app_spec: str | None, modules: list[str] | None) -> dict[str, t
 
 
 def _client(settings: Settings) -> SchemaRegistryClient:
-    err_console.print(f"registry {escape(settings.registry_url)}", soft_wrap=True)
+    err_console.print(f"registry {escape(redact_url(settings.registry_url))}", soft_wrap=True)
     return SchemaRegistryClient(settings.registry_config())

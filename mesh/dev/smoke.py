@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, Message
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from mesh.config import Settings
+from mesh.config import Settings, redact_url
 from mesh.envelope import Envelope
 from mesh.errors import BrokerError, MeshError, RegistryError
 from mesh.event import Event
@@ -80,7 +80,7 @@ def check_reachable(settings: Settings, *, timeout_s: float = 3.0) -> None:
     url = urlsplit(settings.registry_url)
     default_port = 443 if url.scheme == "https" else 80
     if not _connects(url.hostname or "", url.port or default_port, timeout_s):
-        raise RegistryError(f"registry {settings.registry_url} not reachable: {_HINT}")
+        raise RegistryError(f"registry {redact_url(settings.registry_url)} not reachable: {_HINT}")
 
 
 def _round_trip(settings: Settings, topic: str, *, count: int, timeout_s: float) -> SmokeResult:
@@ -127,7 +127,7 @@ def _round_trip(settings: Settings, topic: str, *, count: int, timeout_s: float)
             raise MeshError(f"smoke: event {seq} came back with headers {dict(record.headers)}")
     return SmokeResult(
         bootstrap_servers=settings.bootstrap_servers,
-        registry_url=settings.registry_url,
+        registry_url=redact_url(settings.registry_url),
         topic=topic,
         schema_id=schema_id,
         events=count,
