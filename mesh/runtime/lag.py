@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -36,10 +41,16 @@ class ConsumerLag:
         groups: Mapping[str, tuple[str, Sequence[str]]],
         *,
         interval_s: float = 10.0,
+        on_spare: Callable[[str, bool], None] | None = None,
     ) -> None:
-        """*groups*: agent -> (consumer group id, topics it consumes, retry topics included)."""
+        """*groups*: agent -> (consumer group id, topics it consumes, retry topics included).
+
+        *on_spare* is told, each round, whether an agent's group is stable with more
+        members than partitions (a member without partitions is then a spare, not lost).
+        """
         self._settings = settings
         self._groups = groups
+        self._on_spare = on_spare
         self._interval_s = interval_s
         self._lag: dict[tuple[str, str, int], int] = {}
         self._stop = threading.Event()
@@ -87,6 +98,8 @@ class ConsumerLag:
                 request = ConsumerGroupTopicPartitions(group_id, wanted)
                 answer = admin.list_consumer_group_offsets([request])[group_id].result(10)
                 committed[agent] = answer.topic_partitions
+        if self._on_spare is not None:
+            self._report_spares(admin, sizes)
         every = {(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
         lows, ends = watermarks(self._settings, probe, every, timeout_s=5)
         lag = {}
@@ -97,3 +110,16 @@ class ConsumerLag:
                 start = tp.offset if tp.offset >= 0 else lows[key]
                 lag[agent, tp.topic, tp.partition] = max(0, ends[key] - start)
         return lag
+
+    def _report_spares(self, admin: AdminClient, sizes: Mapping[str, int]) -> None:
+        assert self._on_spare is not None
+        ids = [group_id for group_id, _ in self._groups.values()]
+        described = {
+            group_id: future.result(10)
+            for group_id, future in admin.describe_consumer_groups(ids).items()
+        }
+        for agent, (group_id, topics) in self._groups.items():
+            group = described[group_id]
+            partitions = sum(sizes.get(t, 0) for t in topics)
+            stable = group.state == ConsumerGroupState.STABLE
+            self._on_spare(agent, stable and len(group.members) > partitions)

@@ -60,6 +60,10 @@ class Metrics:
         self._threads: HandlerThreads | None = None
         self.registry.register(self)
 
+    def spare(self, agent: str, spare: bool) -> None:
+        """Whether *agent*'s group is stable with more members than partitions."""
+        self.agent(agent).spare = spare
+
     def watch_threads(self, threads: HandlerThreads) -> None:
         """Report the sync handlers' *threads*: stuck ones, and readiness once degraded."""
         self._threads = threads
@@ -72,14 +76,20 @@ class Metrics:
         return recorder
 
     def ready(self) -> bool:
-        """Every agent has joined its group and its poll loop turned recently, and sync
-        handlers still have all their threads (stuck ones beyond the replacements cost
-        capacity)."""
+        """Every agent has partitions to work on (or is a spare of a stable group) and its
+        poll loop turned recently, and sync handlers still have all their threads.
+
+        A member that joined and holds nothing (it lost its partitions and never got them
+        back) is not ready: an orchestrator restarts it. A spare member (more members
+        than partitions) is ready once the lag thread saw the group stable; brokers that
+        list no members (Tansu) never show it.
+        """
         now = time.monotonic()
         if self._threads is not None and self._threads.degraded:
             return False
         return bool(self._agents) and all(
-            a.joined and now - a.last_poll_s < _POLL_STALE_S for a in self._agents.values()
+            (a._partitions > 0 or a.spare) and now - a.last_poll_s < _POLL_STALE_S
+            for a in self._agents.values()
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -170,7 +180,7 @@ class Metrics:
         )
         yield GaugeMetricFamily(
             "mesh_ready",
-            "1 when every agent joined its group and is polling (/readyz).",
+            "1 when every agent holds partitions (or is a spare) and is polling (/readyz).",
             value=int(self.ready()),
         )
 
@@ -207,6 +217,7 @@ class AgentMetrics:
         "agent",
         "joined",
         "last_poll_s",
+        "spare",
     )
 
     def __init__(self, agent: str) -> None:
@@ -222,7 +233,9 @@ class AgentMetrics:
         self._in_flight = 0
         self._paused = 0
         self._partitions = 0
-        self.joined = False
+        self.joined = False  # the group has assigned it partitions (0 or more) once
+        #: Its group is stable with more members than partitions (set by the lag thread).
+        self.spare = False
         self.last_poll_s = 0.0
 
     def consumed(self, topic: str, n: int = 1) -> None:
@@ -275,7 +288,7 @@ class AgentMetrics:
         self._paused = n
 
     def assigned(self, partitions: int) -> None:
-        """The group assigned this process *partitions* partitions (0 is a valid answer)."""
+        """This process holds *partitions* partitions of the group now."""
         self.joined = True
         self._partitions = partitions
 

@@ -129,7 +129,7 @@ def observed(
         if name in specs:  # an unknown name is reported by Mesh.serve
             topics = [t.topic() for t in specs[name].consumes] + list(app.retry_topics(name))
             groups[name] = (app.group_id(name), topics)
-    lag = ConsumerLag(app.settings, groups, interval_s=lag_interval_s)
+    lag = ConsumerLag(app.settings, groups, interval_s=lag_interval_s, on_spare=metrics.spare)
     metrics.registry.register(lag)
     server.start()
     lag.start()

@@ -79,17 +79,21 @@ def test_chain_latency_is_measured_from_the_first_events_uuid7() -> None:
     assert samples(metrics)["mesh_chain_latency_seconds_count", frozenset({("agent", "a")})] == 1
 
 
-def test_ready_once_every_agent_joined_and_polls() -> None:
+def test_ready_while_every_agent_holds_partitions_or_is_a_spare_and_polls() -> None:
     metrics = Metrics()
     assert not metrics.ready()  # no agent at all
     a, b = metrics.agent("a"), metrics.agent("b")
-    a.assigned(0)  # a standby without partitions is ready too
+    a.assigned(2)
     a.polling()
-    assert not metrics.ready()
-    b.assigned(2)
+    b.assigned(0)  # joined, holds nothing: lost its partitions, or a spare
     b.polling()
+    assert not metrics.ready()
+    metrics.spare("b", True)  # the lag thread saw more members than partitions
     assert metrics.ready()
     assert samples(metrics)["mesh_ready", frozenset()] == 1
+    metrics.spare("b", False)
+    a.assigned(0)
+    assert not metrics.ready()
 
 
 def test_status_server_answers_probes_and_scrapes() -> None:
