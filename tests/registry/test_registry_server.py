@@ -82,7 +82,7 @@ def test_cli_errors_are_one_line(mesh_bootstrap_servers: str, mesh_registry_url:
     assert "Traceback" not in busy.stderr
     bad_auth = run_cli("--basic-auth", "no-colon")
     assert (bad_auth.returncode, bad_auth.stderr.strip()) == (
-        1,
+        2,  # a configuration error, like any other
         "error: --basic-auth must be 'user:password'",
     )
 
