@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from mesh.config import Settings
 from mesh.kafka import compat
+from mesh.kafka.properties import Client, applicable
 
 __all__ = [
     "admin_config",
@@ -39,38 +40,6 @@ __all__ = [
     "producer_config",
     "reader_config",
 ]
-
-#: librdkafka 2.16.0's consumer-only (C) and producer-only (P) properties, aliases and
-#: deprecated names included, callbacks left out (they cannot be written in mesh.toml):
-#: the C/P column of its CONFIGURATION.md, global and topic properties.
-_CONSUMER_ONLY = frozenset({
-    "auto.commit.enable", "auto.commit.interval.ms", "auto.offset.reset", "check.crcs",
-    "consume.callback.max.messages", "coordinator.query.interval.ms", "enable.auto.commit",
-    "enable.auto.offset.store", "enable.partition.eof", "fetch.error.backoff.ms",
-    "fetch.max.bytes", "fetch.message.max.bytes", "fetch.min.bytes", "fetch.queue.backoff.ms",
-    "fetch.wait.max.ms", "group.id", "group.instance.id", "group.protocol",
-    "group.protocol.type", "group.remote.assignor", "heartbeat.interval.ms",
-    "isolation.level", "max.partition.fetch.bytes", "max.poll.interval.ms",
-    "max.poll.records", "offset.store.method", "offset.store.path",
-    "offset.store.sync.interval.ms", "partition.assignment.strategy",
-    "queued.max.messages.kbytes", "queued.min.messages", "session.timeout.ms",
-    "share.acknowledgement.mode",
-})  # fmt: skip
-_PRODUCER_ONLY = frozenset({
-    "acks", "batch.num.messages", "batch.size", "compression.codec", "compression.level",
-    "compression.type", "delivery.report.only.error", "delivery.timeout.ms",
-    "enable.gapless.guarantee", "enable.idempotence", "linger.ms", "message.send.max.retries",
-    "message.timeout.ms", "partitioner", "produce.offset.report",
-    "queue.buffering.backpressure.threshold", "queue.buffering.max.kbytes",
-    "queue.buffering.max.messages", "queue.buffering.max.ms", "queuing.strategy",
-    "request.required.acks", "request.timeout.ms", "retries", "sticky.partitioning.linger.ms",
-    "transaction.timeout.ms", "transactional.id",
-})  # fmt: skip
-_NOT_FOR: dict[str, frozenset[str]] = {
-    "consumer": _PRODUCER_ONLY,
-    "producer": _CONSUMER_ONLY,
-    "admin": _CONSUMER_ONLY | _PRODUCER_ONLY,
-}
 
 #: Agent consumers: what the runtime's offset handling relies on.
 _AGENT_REQUIRED: dict[str, Any] = {
@@ -149,7 +118,6 @@ def admin_config(settings: Settings) -> dict[str, Any]:
     return _base(settings, "admin")
 
 
-def _base(settings: Settings, client: Literal["consumer", "producer", "admin"]) -> dict[str, Any]:
+def _base(settings: Settings, client: Client) -> dict[str, Any]:
     """:meth:`Settings.kafka_config` less the user's properties meant for other clients."""
-    foreign = _NOT_FOR[client]
-    return {key: value for key, value in settings.kafka_config().items() if key not in foreign}
+    return applicable(settings.kafka_config(), client)

@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from mesh.config import Settings
 from mesh.errors import BrokerError
+from mesh.kafka.properties import applicable
 
 __all__ = [
     "TP",
@@ -76,7 +77,7 @@ def is_tansu(settings: Settings) -> bool:
     """Whether the cluster is Tansu: the ``broker`` setting, or asked once if ``auto``."""
     if settings.broker != "auto":
         return settings.broker == "tansu"
-    return _cluster_is_tansu(settings.bootstrap_servers, tuple(sorted(settings.kafka.items())))
+    return _cluster_is_tansu(settings.bootstrap_servers, _admin_properties(settings))
 
 
 @functools.lru_cache(maxsize=8)
@@ -145,13 +146,17 @@ def _listed(
     settings: Settings, parts: list[TP], spec: OffsetSpec, *, timeout_s: float
 ) -> dict[TP, int]:
     """One ListOffsets request for every partition of *parts*."""
-    admin = _admin(settings.bootstrap_servers, tuple(sorted(settings.kafka.items())))
+    admin = _admin(settings.bootstrap_servers, _admin_properties(settings))
     query = {TopicPartition(*tp): spec for tp in parts}
     try:
         futures = admin.list_offsets(query, request_timeout=timeout_s)
         return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
     except Exception as exc:  # KafkaException: broker gone, timed out, unknown partition
         raise BrokerError(f"cannot read the offsets of {parts[0][0]}: {exc}") from None
+
+
+def _admin_properties(settings: Settings) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(applicable(settings.kafka, "admin").items()))
 
 
 @functools.lru_cache(maxsize=8)
