@@ -199,12 +199,14 @@ class AgentWorker:
     async def stop(self) -> None:
         """Stop taking events, let in-flight ones finish (bounded), commit, leave the group."""
         self._stopping.set()
+        log.info("agent %s: stopping, %d event(s) in flight", self.options.agent, self._in_flight())
         loop = asyncio.get_running_loop()
         if self._poll_thread is not None:
             await loop.run_in_executor(None, self._poll_thread.join)
         await self._drain(set(self._parts))
         self._closed = True
         await loop.run_in_executor(None, self._commit_and_close)
+        log.info("agent %s: stopped: offsets committed, left the group", self.options.agent)
 
     def _commit_and_close(self) -> None:
         self._apply_outbox()
@@ -436,19 +438,18 @@ class AgentWorker:
     async def _handle(self, job: _Job) -> None:
         msg = job.msg
         options = self.options
+        headers = msg.headers()
+        topic, retried = self._source_of(msg)
+        job.attempt = attempt_of(headers) + 1 if retried else 1
         try:
             event = self._decode(msg)
         except DeserializationError as exc:
-            self._release_lane(job)
-            self._dead_letter(job, ErrorKind.DESERIALIZATION, exc, attempt=1)
+            self._undecodable(job, exc)
             return
-        headers = msg.headers()
         envelope = Envelope.from_headers(  # a foreign record gets an id from where it is
             headers,
             fallback_event_id=record_event_id(msg.topic(), msg.partition(), msg.offset()),
         )
-        topic, retried = self._source_of(msg)
-        job.attempt = attempt_of(headers) + 1 if retried else 1
         ctx = Context(
             agent=options.agent,
             envelope=envelope,
@@ -498,6 +499,15 @@ class AgentWorker:
             span_id = tracer.span_id(span)  # type: ignore[union-attr]
             tracer.end(span)  # type: ignore[union-attr]
         self._send_outputs(job, envelope, emits, ctx.attempt, span_id)
+
+    def _undecodable(self, job: _Job, exc: DeserializationError) -> None:
+        self._release_lane(job)
+        if exc.reason == "unknown-schema":
+            # Written with a schema this registry replica has not read yet (several
+            # registries behind a load balancer): worth the retry policy's tries.
+            self._retry_or_dead_letter(job, ErrorKind.DESERIALIZATION, exc, job.attempt)
+        else:  # the same bytes fail the same way again
+            self._dead_letter(job, ErrorKind.DESERIALIZATION, exc, attempt=job.attempt)
 
     def _failed(self, job: _Job, exc: BaseException, attempt: int, *, timed_out: bool) -> None:
         if timed_out:  # invoke() gave asyncio's bare TimeoutError its message
@@ -591,6 +601,19 @@ class AgentWorker:
         )
         self._metrics.retried(source, kind)
         topic = retry_topic(source, group_id, delay_ms)
+        log.info(
+            "agent %s: %s:%d@%d attempt %d of %d due at %s.%03dZ (in %.1f s) through %s",
+            self.options.agent,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            attempt + 1,
+            policy.attempts,
+            time.strftime("%H:%M:%S", time.gmtime(due_ms / 1000)),
+            due_ms % 1000,
+            (due_ms - now_ms) / 1000,
+            topic,
+        )
         self._send(job, Record(topic, msg.value(), msg.key(), headers), "retry")
 
     def _dead_letter(
@@ -618,6 +641,18 @@ class AgentWorker:
         self._metrics.dead_lettered(source, kind)
         job.dead = True
         topic = dead_letter_topic(source, options.group_id)
+        log.error(  # the one line with the traceback: the attempts before logged none
+            "agent %s: %s:%d@%d dead-lettered to %s (reason %s, after %d attempt(s)): %r",
+            options.agent,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            topic,
+            (reason or DeadLetterReason.of(kind)).value,
+            attempt,
+            error,
+            exc_info=error,
+        )
         self._send(job, Record(topic, msg.value(), msg.key(), headers), "dead letter")
 
     def _send(self, job: _Job, record: Record, what: _Write) -> bool:
