@@ -53,7 +53,7 @@ def demo(
         typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
     ] = None,
 ) -> None:
-    """Run the research pipeline (agents/research) under injected faults; 0 if nothing is lost.
+    """Run the research pipeline (shipped with mesh) under injected faults; 0 if nothing is lost.
 
     Starts a fresh embedded broker and registry for the run (unless MESH_BOOTSTRAP_SERVERS
     or mesh.toml names a cluster), several `mesh run` workers, submits the requests and

@@ -24,7 +24,6 @@ from mesh.testing import unique_name
 #: `mesh demo` starts the embedded stack itself.
 pytestmark = pytest.mark.tansu_only
 
-REPO = Path(__file__).resolve().parents[2]
 REQUESTS = 12
 
 
@@ -55,21 +54,25 @@ def read_run(settings: Settings, run_id: str) -> dict[str, list[dict[str, str]]]
     return found
 
 
-def test_demo_with_a_crashed_worker_accounts_for_every_request(
+def test_demo_from_an_empty_directory_with_a_crashed_worker_accounts_for_every_request(
     mesh_settings: Settings, tmp_path: Path
 ) -> None:
+    """The pipeline, its schemas and its policies ship in the package: no checkout needed."""
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
         "MESH_BOOTSTRAP_SERVERS": mesh_settings.bootstrap_servers,
         "MESH_REGISTRY_URL": mesh_settings.registry_url,
     }
+    env.pop("PYTHONPATH", None)
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "mesh", "demo", "--requests", str(REQUESTS), "--workers", "2",
          "--failure-rate", "0.15", "--crash-worker", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False,
+        cwd=empty, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in empty.iterdir()) == [".mesh"]  # only the worker logs
     summary = json.loads(done.stdout)
     assert summary["ok"] is True
     assert summary["killed_workers"]
@@ -103,10 +106,10 @@ def test_demo_with_a_crashed_worker_accounts_for_every_request(
     assert 0 < p50 <= p99
 
 
-def test_demo_refuses_bad_input_with_exit_code_2() -> None:
+def test_demo_refuses_bad_input_with_exit_code_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "mesh", "demo", "--latency-ms", "800-200"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2
     assert "--latency-ms" in done.stderr

@@ -8,14 +8,14 @@ from collections import Counter
 import pytest
 from pydantic_ai import models
 
-from agents.research.model import (
+from mesh.dev.demo.research.model import (
     MalformedOutputError,
     ModelUnavailableError,
     OfflineModel,
     parse_completion,
     parse_latency_ms,
 )
-from agents.research.planner import MODEL_ENV, plan, plan_prompt
+from mesh.dev.demo.research.planner import MODEL_ENV, plan, plan_prompt
 
 PROMPTS = [f"What are the trade-offs of design {n}?" for n in range(2000)]
 

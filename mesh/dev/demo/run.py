@@ -1,4 +1,5 @@
-"""``mesh demo``: the research pipeline (``agents/research``) under faults, watched from Kafka.
+"""``mesh demo``: the research pipeline (:mod:`mesh.dev.demo.research`) under faults, watched
+from Kafka.
 
 One run: use the configured cluster or start a fresh embedded broker and registry,
 start ``workers`` ``mesh run`` processes, submit ``requests`` research requests (their
@@ -7,7 +8,7 @@ every request has completed or has a dead letter. With ``crash_worker`` one work
 SIGKILLed mid-run and a fresh one started. Whatever happens, every process the run
 started is stopped (the embedded stack is left running with ``keep_stack``).
 
-The agents' policies come from ``agents/research/mesh.toml`` (timeouts, retries after
+The agents' policies come from the pipeline's ``mesh.toml`` (timeouts, retries after
 1 s and 2 s, which errors are never retried), passed to the workers as ``MESH_AGENTS``;
 the offline model's latency and failure rate as ``RESEARCH_MODEL_*``.
 """
@@ -33,7 +34,6 @@ from confluent_kafka.admin import AdminClient
 from mesh.config import AgentSettings, Settings
 from mesh.dev.demo.watch import RunStatus, RunWatcher
 from mesh.dev.demo.workers import WorkerPool
-from mesh.dev.loader import import_from_cwd
 from mesh.dev.stack import DevStack, free_port
 from mesh.errors import ConfigError
 from mesh.kafka.clients import admin_config
@@ -41,7 +41,7 @@ from mesh.runtime.app import Mesh
 
 __all__ = ["APP_SPEC", "DemoOptions", "DemoReport", "run_demo"]
 
-PIPELINE = "agents.research"
+PIPELINE = "mesh.dev.demo.research"
 APP_SPEC = f"{PIPELINE}:app"
 #: Rebalance in seconds after a SIGKILL (Tansu holds a join for half the session timeout).
 FAST_REBALANCE = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
@@ -239,14 +239,12 @@ def _drain(watcher: RunWatcher) -> None:
 
 
 def _load_pipeline() -> ModuleType:
-    """The ``agents.research`` package, imported from the working directory."""
-    import_from_cwd()
+    """The research package, shipped with mesh; its planner needs the ``demo`` extra."""
     try:
         return importlib.import_module(PIPELINE)
     except ModuleNotFoundError as exc:
         raise ConfigError(
-            f"cannot import {PIPELINE} ({exc}): run `mesh demo` from a checkout of the mesh "
-            "repository, which holds agents/research"
+            f"mesh demo needs {exc.name}: install it with `pip install 'mesh-agents[demo]'`"
         ) from None
 
 
@@ -289,9 +287,6 @@ def _worker_env(settings: Settings, options: DemoOptions, run_id: str) -> dict[s
     low, high = options.latency_ms
     return {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])
-        ),
         "MESH_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "MESH_REGISTRY_URL": settings.registry_url,
         "MESH_KAFKA": json.dumps({**settings.kafka, **FAST_REBALANCE}),

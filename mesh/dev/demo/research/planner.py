@@ -2,10 +2,10 @@
 
 :func:`plan` runs a pydantic-ai ``Agent`` with a typed output (:class:`Plan`). Offline
 (the default) its model is a ``FunctionModel`` answering through the app's
-:class:`~agents.research.model.LanguageModel` (the deterministic offline one); with
+:class:`~mesh.dev.demo.research.model.LanguageModel` (the deterministic offline one); with
 ``RESEARCH_PLANNER_MODEL`` set (e.g. ``openai:gpt-4o-mini``, plus that provider's API
 key) the same agent calls that model unchanged. An answer that does not fit :class:`Plan` is a
-:class:`~agents.research.model.MalformedOutputError`, dead-lettered rather than retried.
+:class:`~mesh.dev.demo.research.model.MalformedOutputError`, dead-lettered rather than retried.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart, User
 from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from agents.research.model import LanguageModel, MalformedOutputError, parse_completion
+from mesh.dev.demo.research.model import LanguageModel, MalformedOutputError, parse_completion
 
 __all__ = ["MODEL_ENV", "Plan", "plan", "plan_prompt"]
 

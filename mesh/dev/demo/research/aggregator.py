@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
-from agents.research.events import FindingReported, ReportDrafted
 from mesh import Context, Mesh
+from mesh.dev.demo.research.events import FindingReported, ReportDrafted
 from mesh.errors import DeserializationError
 from mesh.headers import ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TOPIC
 from mesh.kafka.clients import reader_config

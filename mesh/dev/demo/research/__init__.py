@@ -8,11 +8,12 @@
         -> ReportDrafted -> reviewer -> ReportPublished
                                     \\-> RevisionRequested -> planner (at most twice)
 
-Run it with ``MESH_CONFIG=agents/research/mesh.toml mesh run agents.research:app``
-(timeouts and retry policies per agent); schemas are in ``schemas/mesh.research.*``.
+``mesh demo`` runs it with the policies of ``mesh.toml`` beside this file (timeouts and
+retries per agent); its ``.avsc`` files are in ``schemas/`` beside it too. All of it ships
+in the package, so the demo needs no checkout.
 """
 
-from agents.research.events import (
+from mesh.dev.demo.research.events import (
     FindingReported,
     ReportDrafted,
     ReportPublished,
@@ -21,8 +22,8 @@ from agents.research.events import (
     RevisionRequested,
     SubtaskPlanned,
 )
-from agents.research.pipeline import app
-from agents.research.samples import submissions
+from mesh.dev.demo.research.pipeline import app
+from mesh.dev.demo.research.samples import submissions
 
 __all__ = [
     "FindingReported",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from agents.research.events import ResearchSubmitted
+from mesh.dev.demo.research.events import ResearchSubmitted
 
 __all__ = ["submissions"]
 

@@ -1,12 +1,14 @@
-"""The research app: its agents and how they are wired (``mesh run agents.research:app``)."""
+"""The research app: its agents and how they are wired (``mesh.dev.demo.research:app``)."""
 
 from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
+from pathlib import Path
 
-from agents.research.aggregator import Aggregator
-from agents.research.events import (
+from mesh import Context, Mesh
+from mesh.dev.demo.research.aggregator import Aggregator
+from mesh.dev.demo.research.events import (
     FindingReported,
     ReportDrafted,
     ReportPublished,
@@ -15,9 +17,8 @@ from agents.research.events import (
     RevisionRequested,
     SubtaskPlanned,
 )
-from agents.research.model import LanguageModel, OfflineModel, parse_completion
-from agents.research.planner import plan
-from mesh import Context, Mesh
+from mesh.dev.demo.research.model import LanguageModel, OfflineModel, parse_completion
+from mesh.dev.demo.research.planner import plan
 
 __all__ = ["ACCEPT_SCORE", "MAX_REVISIONS", "InvalidRequestError", "app"]
 
@@ -32,7 +33,8 @@ class InvalidRequestError(ValueError):
     """A submission no agent can work on (configured non-retryable: dead-lettered at once)."""
 
 
-app = Mesh("research")
+#: Its schemas ship beside it: the demo runs from any directory.
+app = Mesh("research", schemas_dir=Path(__file__).parent / "schemas")
 
 
 @functools.cache
