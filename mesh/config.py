@@ -210,6 +210,9 @@ class Settings(BaseSettings):
         env_prefix="MESH_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
+    #: The project's app, ``module:attribute`` (``app = "shop.app:app"`` in ``mesh.toml``):
+    #: the event types whose topics name the registry subjects ``mesh schema`` checks.
+    app: str | None = None
     bootstrap_servers: str = "127.0.0.1:9092"
     #: The broker's kind: ``kafka`` (Apache Kafka, Confluent, MSK, Redpanda) never gets
     #: the embedded broker's workarounds, ``tansu`` always does, ``auto`` asks the

@@ -4,6 +4,8 @@ checked against git or a registry, and registered."""
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -47,28 +49,52 @@ _STYLE = {
 }
 
 
+_DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Where the .avsc files live (default: the app's, else schemas/)."),
+]
+_AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        metavar="MODULE:APP",
+        help="The app whose event types name the subjects "
+        '(default: app = "..." in mesh.toml, or MESH_APP).',
+    ),
+]
+_ModuleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--module",
+        "-m",
+        help="Module or package whose event types count too (repeatable).",
+    ),
+]
+_ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
+]
+
+
 @app.command("gen")
 def gen(
-    modules: Annotated[
-        list[str],
-        typer.Option("--module", "-m", help="Module or package defining event types (repeatable)."),
-    ],
-    schema_dir: Annotated[
-        Path, typer.Option("--dir", help="Where the .avsc files live.")
-    ] = SCHEMA_DIR,
+    *,
+    app_spec: _AppOption = None,
+    modules: _ModuleOption = None,
+    schema_dir: _DirOption = None,
     check: Annotated[
         bool,
         typer.Option(
             "--check", help="Write nothing; exit 1 when a file is missing or out of date."
         ),
     ] = False,
+    config_file: _ConfigOption = None,
 ) -> None:
-    """Write schemas/<namespace>.<Name>.avsc for every event type of the modules."""
-    import_from_cwd()
-    event_types = find_event_types(modules)
-    if not event_types:
-        raise SchemaError(f"no event types (subclasses of mesh.Event) in {', '.join(modules)}")
-    results = generate_schemas(event_types, schema_dir, check=check)
+    """Write <namespace>.<Name>.avsc for every event type of the app (or the modules)."""
+    project = _project(load_settings(config_file), app_spec, modules, schema_dir)
+    if not project.event_types:
+        raise SchemaError(f"no event types (subclasses of mesh.Event) in {project.source}")
+    results = generate_schemas(project.event_types.values(), project.schema_dir, check=check)
     for result in results:
         style = _STYLE[result.state]
         console.print(f"[{style}]{result.state:<9}[/] {escape(str(result.path))}", soft_wrap=True)
@@ -76,9 +102,9 @@ def gen(
             console.print(f"            - {escape(line)}", soft_wrap=True)
     stale = [r for r in results if r.state in ("missing", "drifted")]
     if stale:
-        command = " ".join(f"--module {m}" for m in modules)
+        command = " ".join(["mesh schema gen", *(f"--module {m}" for m in modules or ())])
         console.print(
-            f"{len(stale)} schema file(s) out of date: run `mesh schema gen {command}`",
+            f"{len(stale)} schema file(s) out of date: run `{command}`",
             markup=False,
             soft_wrap=True,
         )
@@ -91,27 +117,6 @@ class Format(StrEnum):
     MARKDOWN = "markdown"
 
 
-_DirOption = Annotated[Path, typer.Option("--dir", help="Where the .avsc files live.")]
-_AppOption = Annotated[
-    str | None,
-    typer.Option(
-        "--app",
-        help="MODULE:APP whose agents' event types are in use (default: scan --module).",
-    ),
-]
-_ModuleOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--module",
-        "-m",
-        help="Module or package whose event types name topics and are in use "
-        "(repeatable; default: agents, when it exists).",
-    ),
-]
-_ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-]
 _VERDICT = {
     "unchanged": ("dim", "unchanged", "▫️"),
     "compatible": ("green", "compatible", "✅"),
@@ -150,31 +155,46 @@ def check(
         Format, typer.Option("--format", case_sensitive=False, help="Output format.")
     ] = Format.TABLE,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
-    schema_dir: _DirOption = SCHEMA_DIR,
+    allow_no_base: Annotated[
+        bool,
+        typer.Option(
+            "--allow-no-base",
+            help="Without git history, pass with every schema new (refused in CI without it).",
+        ),
+    ] = False,
+    schema_dir: _DirOption = None,
     app_spec: _AppOption = None,
     modules: _ModuleOption = None,
     config_file: _ConfigOption = None,
 ) -> None:
     """Check every .avsc against the earlier versions of its subject; exit 1 if incompatible.
 
-    Prints unchanged / compatible / INCOMPATIBLE (with avro.compatibility's reason and
-    field path), new and deleted per subject. Exit 2 on an invalid .avsc or bad input.
+    Subjects are named as the runtime names them, from the topics of the app's event
+    types (app = "module:app" in mesh.toml). Prints unchanged / compatible /
+    INCOMPATIBLE (with avro.compatibility's reason and field path), new and deleted per
+    subject. Exit 2 on an invalid .avsc, an .avsc of no known event type, or bad input.
     """
     if against and against_registry:
         raise InputError("give --against or --against-registry, not both")
     settings = load_settings(config_file)
-    event_types = _event_types(app_spec, modules)
-    naming = Naming(SubjectStrategy(settings.subject_strategy), event_types)
-    levels = Levels.load(schema_dir)
+    project = _project(settings, app_spec, modules, schema_dir)
+    levels = Levels.load(project.schema_dir)
     if against_registry:
         client = SchemaRegistryClient({**settings.registry_config(), "url": against_registry})
         report = check_against_registry(
-            schema_dir, client, naming=naming, levels=levels, level=level
+            project.schema_dir, client, naming=project.naming, levels=levels, level=level
         )
     else:
         ref = against or default_ref()
+        if ref is None:
+            _no_base(allow=allow_no_base)
         report = check_against_git(
-            schema_dir, ref, naming=naming, levels=levels, level=level, in_use=event_types
+            project.schema_dir,
+            ref,
+            naming=project.naming,
+            levels=levels,
+            level=level,
+            in_use=project.event_types,
         )
     output = Format.JSON if as_json else output
     if output is Format.JSON:
@@ -190,25 +210,29 @@ def check(
 @app.command("register")
 def register(
     *,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Say what would be registered; change nothing.")
+    execute: Annotated[
+        bool,
+        typer.Option("--execute/--dry-run", help="Register (default: say what would be)."),
     ] = False,
-    schema_dir: _DirOption = SCHEMA_DIR,
+    schema_dir: _DirOption = None,
     app_spec: _AppOption = None,
     modules: _ModuleOption = None,
     config_file: _ConfigOption = None,
 ) -> None:
-    """Register every .avsc whose subject does not hold it yet (dependencies first)."""
+    """Register every .avsc whose subject does not hold it yet (dependencies first).
+
+    A dry run unless --execute. Subjects are named as `mesh schema check` names them.
+    """
     settings = load_settings(config_file)
-    naming = Naming(SubjectStrategy(settings.subject_strategy), _event_types(app_spec, modules))
-    schemas = read_schema_dir(schema_dir)
+    project = _project(settings, app_spec, modules, schema_dir)
+    schemas = read_schema_dir(project.schema_dir)
     style = {"unchanged": "dim", "registered": "green", "would register": "yellow"}
     results = register_schemas(
         _client(settings),
         schemas,
-        naming=naming,
-        levels=Levels.load(schema_dir),
-        dry_run=dry_run,
+        naming=project.naming,
+        levels=Levels.load(project.schema_dir),
+        dry_run=not execute,
         progress=lambda r: console.print(
             f"[{style[r.state]}]{r.state:<14}[/] {escape(r.subject)}"
             + (f" v{r.version} (id {r.schema_id})" if r.version is not None else "")
@@ -218,8 +242,9 @@ def register(
         ),
     )
     changed = sum(r.state != "unchanged" for r in results)
-    verb = "would register" if dry_run else "registered"
-    console.print(f"{verb} {changed} of {len(results)} schema(s)", markup=False)
+    verb = "registered" if execute else "would register"
+    dry = "" if execute or not changed else " (dry run: add --execute to register)"
+    console.print(f"{verb} {changed} of {len(results)} schema(s){dry}", markup=False)
 
 
 @app.command("list")
@@ -320,16 +345,57 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _event_types(app_spec: str | None, modules: list[str] | None) -> dict[str, type[Event]]:
-    """Event types by name: the app's agents' ones, else those defined in *modules*."""
-    if app_spec:
-        return load_app(app_spec).event_types
-    if not modules:
-        modules = ["agents"] if Path("agents").is_dir() else []
-        if not modules:
-            return {}
-    import_from_cwd()
-    return {t.event_type(): t for t in find_event_types(modules)}
+@dataclass(frozen=True)
+class _Project:
+    """What the repository declares: its event types, their subjects, their .avsc files."""
+
+    event_types: dict[str, type[Event]]
+    naming: Naming
+    schema_dir: Path
+    #: Where the event types came from, in words.
+    source: str
+
+
+def _project(
+    settings: Settings, app_spec: str | None, modules: list[str] | None, schema_dir: Path | None
+) -> _Project:
+    """The app's event types (--app, else `app` in mesh.toml or MESH_APP) and the modules'.
+
+    The .avsc files are where the runtime reads them: the app's ``schemas_dir``.
+    """
+    spec = app_spec or settings.app
+    event_types: dict[str, type[Event]] = {}
+    sources = []
+    default_dir = SCHEMA_DIR
+    if spec:
+        declared = load_app(spec)
+        event_types.update(declared.event_types)
+        default_dir = declared.schemas_dir
+        sources.append(f"app {spec}")
+    if modules:
+        import_from_cwd()
+        event_types.update({t.event_type(): t for t in find_event_types(modules)})
+        sources.append(f"module {', '.join(modules)}")
+    source = " and ".join(sources)
+    missing = f"{source} declares no event type of that name" if source else "no app is declared"
+    strategy = SubjectStrategy(settings.subject_strategy)
+    naming = Naming.of(strategy, event_types.values(), missing)
+    chosen = schema_dir or default_dir
+    if chosen.is_absolute() and chosen.is_relative_to(Path.cwd()):  # shorter in reports
+        chosen = chosen.relative_to(Path.cwd())
+    return _Project(event_types, naming, chosen, source or "no app")
+
+
+def _no_base(*, allow: bool) -> None:
+    """No git history to compare with: nothing can be checked, so say it (and fail in CI)."""
+    message = (
+        "no git history to compare with (no origin/main, no HEAD~1): every schema counts "
+        "as new and no change was checked. Fetch the history (actions/checkout with "
+        "fetch-depth: 0) or name a base with --against REF"
+    )
+    if not allow and os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        raise InputError(f"{message}; --allow-no-base passes anyway (CI is set)")
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def _client(settings: Settings) -> SchemaRegistryClient:

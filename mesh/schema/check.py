@@ -12,8 +12,10 @@ code the registry runs, at the level declared for the subject in
     "answers-value" = "FULL_TRANSITIVE"
 
 A subject is named as the runtime names it (:class:`mesh.serde.SubjectStrategy` on the
-event type's topic); an ``.avsc`` whose event type is not among the known ones gets the
-topic an event type of that name gets by default.
+event type's topic), so the topic of every ``.avsc`` must be known: the project declares
+its app (``app = "module:app"`` in ``mesh.toml``) and the app's event types give them. An
+``.avsc`` whose topic is unknown is an error, never "new": a subject guessed from the
+record name would be one the runtime never writes, and every change to it would pass.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from mesh.errors import InputError, RegistryError
-from mesh.event import Event, topic_name
+from mesh.event import Event
 from mesh.schema.avsc import Avsc, load_schemas
 from mesh.schema.compatibility import (
     DEFAULT_LEVEL,
@@ -100,13 +102,47 @@ class Naming:
     """Registry subjects of schema full names, as the runtime's serde names them."""
 
     strategy: SubjectStrategy = SubjectStrategy.TOPIC_NAME
-    #: Known event types by full name (their topic decides the subject).
-    event_types: Mapping[str, type[Event]] = field(default_factory=dict)
+    #: The topic of each known event type, by full name (it decides the subject).
+    topics: Mapping[str, str] = field(default_factory=dict)
+    #: Why a type may be unknown, for the error that names it ("no app is declared").
+    source: str = "no app is declared"
 
-    def subject(self, full_name: str) -> str:
-        event_type = self.event_types.get(full_name)
-        topic = event_type.topic() if event_type else topic_name(full_name.rpartition(".")[2])
-        return self.strategy.subject(topic, full_name)
+    @classmethod
+    def of(
+        cls, strategy: SubjectStrategy, event_types: Iterable[type[Event]], source: str
+    ) -> Naming:
+        return cls(strategy, {t.event_type(): t.topic() for t in event_types}, source)
+
+    def subject(self, full_name: str) -> str | None:
+        """The subject of *full_name*; None when it depends on a topic no known type has."""
+        if self.strategy is SubjectStrategy.RECORD_NAME:
+            return full_name
+        topic = self.topics.get(full_name)
+        return None if topic is None else self.strategy.subject(topic, full_name)
+
+    def subjects(self, schemas: Sequence[Avsc]) -> dict[str, str]:
+        """The subject of each of *schemas* by full name; InputError naming every file
+        whose subject is unknown.
+
+        A named type that is no event type but is used by other files (a shared record)
+        is registered under its full name, as Confluent's serializers name references.
+        """
+        used = {name for avsc in schemas for name in avsc.uses}
+        found: dict[str, str] = {}
+        unknown: list[str] = []
+        for avsc in schemas:
+            subject = self.subject(avsc.name) or (avsc.name if avsc.name in used else None)
+            if subject is None:
+                unknown.append(f"{avsc.path} ({avsc.name})")
+            else:
+                found[avsc.name] = subject
+        if unknown:
+            raise InputError(
+                f"cannot tell the registry subject of {', '.join(unknown)} without its "
+                f"topic: {self.source}; declare the app that uses it "
+                '(app = "module:app" in mesh.toml, or --app) or its module (--module)'
+            )
+        return found
 
 
 @dataclass(frozen=True)
@@ -195,17 +231,23 @@ def check_against_git(
 ) -> Report:
     """Compare *schema_dir* with its state at git *ref* (None: nothing, every schema is new)."""
     current = read_schema_dir(schema_dir)
+    subjects = naming.subjects(current)
     git = _GitHistory(schema_dir, ref)
     then = git.snapshot(ref) if ref else {}
     results = [
-        _verdict(avsc, naming, levels, level, lambda lv, a=avsc: git.history(a.name, then, lv))
+        _verdict(
+            avsc,
+            subjects[avsc.name],
+            level or levels.of(subjects[avsc.name]),
+            lambda lv, a=avsc: git.history(a.name, then, lv),
+        )
         for avsc in current
     ]
-    now = {avsc.name for avsc in current}
     used = set(in_use)
     for name, old in sorted(then.items()):
-        if name not in now:
-            subject = naming.subject(name)
+        if name not in subjects:
+            # An event type that is gone has no topic left: its subject may be unknown.
+            subject = naming.subject(name) or "?"
             status: Status = "deleted-in-use" if name in used else "deleted"
             results.append(
                 SchemaResult(subject, name, old.path, level or levels.of(subject), status)
@@ -223,9 +265,15 @@ def check_against_registry(
 ) -> Report:
     """Compare *schema_dir* with every live version of each subject in the registry."""
     current = read_schema_dir(schema_dir)
+    subjects = naming.subjects(current)
     registry = _RegistryHistory(client)
     results = [
-        _verdict(avsc, naming, levels, level, lambda _lv, a=avsc: registry.history(naming, a))
+        _verdict(
+            avsc,
+            subjects[avsc.name],
+            level or levels.of(subjects[avsc.name]),
+            lambda _lv, s=subjects[avsc.name]: registry.history(s),
+        )
         for avsc in current
     ]
     return Report("the registry's live versions", tuple(results))
@@ -233,13 +281,10 @@ def check_against_registry(
 
 def _verdict(
     avsc: Avsc,
-    naming: Naming,
-    levels: Levels,
-    level: CompatibilityLevel | None,
+    subject: str,
+    level: CompatibilityLevel,
     history_of: Callable[[CompatibilityLevel], History],
 ) -> SchemaResult:
-    subject = naming.subject(avsc.name)
-    level = level or levels.of(subject)
     history = history_of(level)
     base = SchemaResult(subject, avsc.name, avsc.path, level, "new")
     if not history:
@@ -309,8 +354,7 @@ class _RegistryHistory:
     def __init__(self, client: SchemaRegistryClient) -> None:
         self._client = client
 
-    def history(self, naming: Naming, avsc: Avsc) -> History:
-        subject = naming.subject(avsc.name)
+    def history(self, subject: str) -> History:
         try:
             versions = self._client.get_versions(subject)
         except SchemaRegistryError as exc:

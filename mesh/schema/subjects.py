@@ -70,13 +70,14 @@ def register_schemas(
     A subject whose level is declared in ``schemas/compatibility.toml`` gets that level
     first, so the registry judges the change as ``mesh schema check`` did.
     """
+    subjects = naming.subjects(schemas)
     done: dict[str, Registration] = {}
     for avsc in schemas:
-        subject = naming.subject(avsc.name)
+        subject = subjects[avsc.name]
         references = [
             SchemaReference(
                 name=dependency.name,
-                subject=naming.subject(dependency.name),
+                subject=subjects[dependency.name],
                 version=done[dependency.path].version,
             )
             for dependency in (_by_path(schemas, path) for path in avsc.depends_on)
