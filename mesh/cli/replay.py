@@ -375,7 +375,15 @@ def reset_group(
         Path | None, typer.Option("--from-file", help="CSV topic,partition,offset.")
     ] = None,
     export: Annotated[
-        Path | None, typer.Option("--export", help="Write the new offsets as CSV here.")
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Write the committed offsets before the reset here (CSV): --from-file "
+            "with it undoes the reset.",
+        ),
+    ] = None,
+    export_plan: Annotated[
+        Path | None, typer.Option("--export-plan", help="Write the new offsets here (CSV).")
     ] = None,
     execute: Execute = False,
     as_json: AsJson = False,
@@ -397,8 +405,15 @@ def reset_group(
     )
     settings = load_settings(config_file)
     plan = plan_reset(settings, group, to, topics=[parse_source(t) for t in topic or []])
-    if export is not None:
-        export.write_text(plan.to_csv())
+    if export is not None:  # before anything moves: the way back
+        export.write_text(plan.before_csv())
+        if plan.uncommitted:
+            plan.warnings.append(
+                f"{', '.join(plan.uncommitted)}: no committed offset to export to {export}; "
+                "an undo leaves them where this reset puts them"
+            )
+    if export_plan is not None:
+        export_plan.write_text(plan.plan_csv())
     if execute:
         apply_reset(settings, plan)
     if as_json:

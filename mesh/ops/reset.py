@@ -86,13 +86,21 @@ class ResetPlan:
         """The group has members: its offsets cannot be moved now."""
         return self.state not in {s.name for s in _INACTIVE}
 
-    def to_csv(self) -> str:
-        """``topic,partition,offset`` lines, as ``kafka-consumer-groups --export`` writes."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        for change in self.changes:
-            writer.writerow([change.topic, change.partition, change.new])
-        return out.getvalue()
+    def before_csv(self) -> str:
+        """The committed offsets the reset replaces, ``topic,partition,offset`` per line:
+        ``--from-file`` with them undoes it. A partition without one is left out (see
+        :attr:`uncommitted`): there is no offset to go back to."""
+        committed = [c for c in self.changes if c.current is not None]
+        return _csv((c.topic, c.partition, c.current) for c in committed)
+
+    def plan_csv(self) -> str:
+        """The new offsets, as ``kafka-consumer-groups --reset-offsets --export`` writes them."""
+        return _csv((c.topic, c.partition, c.new) for c in self.changes)
+
+    @property
+    def uncommitted(self) -> list[str]:
+        """``topic[partition]`` of each partition where the group has no committed offset."""
+        return [f"{c.topic}[{c.partition}]" for c in self.changes if c.current is None]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +110,12 @@ class ResetPlan:
             "changes": [c.to_json() for c in self.changes],
             "warnings": self.warnings,
         }
+
+
+def _csv(rows: Iterable[tuple[str, int, int]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
 
 
 def group_state(admin: AdminClient, group: str, *, timeout_s: float = 10.0) -> ConsumerGroupState:

@@ -84,10 +84,12 @@ def test_filter_reads_the_last_value_of_a_repeated_header() -> None:
 
 def test_offsets_csv_round_trip(tmp_path: Path) -> None:
     plan = ResetPlan("g", "EMPTY", [OffsetChange("a", 0, 5, 3), OffsetChange("a", 1, None, 0)])
-    assert plan.to_csv() == "a,0,3\na,1,0\n"
+    assert plan.plan_csv() == "a,0,3\na,1,0\n"
+    assert plan.before_csv() == "a,0,5\n"  # a[1] had no committed offset to go back to
+    assert plan.uncommitted == ["a[1]"]
     assert not plan.active
     path = tmp_path / "offsets.csv"
-    path.write_text(plan.to_csv())
+    path.write_text(plan.plan_csv())
     assert read_offsets_csv(path) == {("a", 0): 3, ("a", 1): 0}
     path.write_text("a,0\n")
     with pytest.raises(InputError, match="line 1: expected topic,partition,offset"):

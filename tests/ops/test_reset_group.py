@@ -136,7 +136,7 @@ def test_targets_match_the_kafka_tool(
     assert _committed(mesh_admin, group.name, group.topic) == list(COMMITTED)  # a dry run
 
     exported = tmp_path / "offsets.csv"
-    plan = _plan(reset, group.name, "--shift-by", "-2", "--export", str(exported))
+    plan = _plan(reset, group.name, "--shift-by", "-2", "--export-plan", str(exported))
     assert exported.read_text() == "".join(
         f"{group.topic},{p},{o - 2}\n" for p, o in enumerate(COMMITTED)
     )
@@ -200,3 +200,35 @@ def test_bad_input_exits_2(
     fresh = mesh_cli("replay", "reset-group", unique_name("never"), "--shift-by", "1")
     assert fresh.returncode == 2
     assert "no committed offsets" in fresh.stderr
+
+
+def test_the_readme_undo_recipe_puts_the_offsets_back(
+    group: Group, reset: Callable[..., Result], mesh_admin: AdminClient, tmp_path: Path
+) -> None:
+    """README: ``--export before.csv`` (a dry run), ``--execute``, then ``--from-file
+    before.csv --execute`` undoes it. ``--export`` once wrote the new offsets: 0/0/0."""
+    before = tmp_path / "before.csv"
+    planned = tmp_path / "planned.csv"
+    reset(group.name, "--to-earliest", "--export", str(before), "--export-plan", str(planned))
+    committed = "".join(f"{group.topic},{p},{o}\n" for p, o in enumerate(COMMITTED))
+    assert before.read_text() == committed
+    assert planned.read_text() == "".join(f"{group.topic},{p},0\n" for p in range(len(SIZES)))
+    assert _committed(mesh_admin, group.name, group.topic) == list(COMMITTED)  # a dry run
+
+    reset(group.name, "--to-earliest", "--execute")
+    assert _committed(mesh_admin, group.name, group.topic) == [0, 0, 0]
+
+    reset(group.name, "--from-file", str(before), "--execute")  # undo
+    assert _committed(mesh_admin, group.name, group.topic) == list(COMMITTED)
+
+
+def test_export_says_which_partitions_had_no_offset_to_go_back_to(
+    group: Group, reset: Callable[..., Result], tmp_path: Path
+) -> None:
+    before = tmp_path / "before.csv"
+    other = unique_name("fresh")
+    result = reset(other, "--topic", group.topic, "--to-earliest", "--export", str(before))
+    assert before.read_text() == ""
+    assert f"{group.topic}[0], {group.topic}[1], {group.topic}[2]: no committed offset" in (
+        result.stderr
+    )
