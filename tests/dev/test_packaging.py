@@ -53,3 +53,6 @@ def test_the_wheel_ships_the_demo_pipeline_with_its_schemas_and_policies(tmp_pat
     assert avsc
     assert {f"schemas/{name}" for name in avsc} | {"mesh.toml", "pipeline.py"} <= shipped
     assert not any(n.startswith("agents/") for n in names)  # no second copy
+    template = "mesh/dev/template/"
+    assert {f"{template}mesh.toml.tmpl", f"{template}tests/test_app.py.tmpl"} <= names
+    assert f"{template}dot-github/workflows/schema-check.yml.tmpl" in names
