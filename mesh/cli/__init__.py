@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from rich.markup import escape
 
 from mesh.cli import config, demo, dev, dlq, publish, registry, replay, run, schema, tail
+from mesh.cli import console as console_cli
 from mesh.cli import init as init_cli
 from mesh.cli import trace as trace_cli
 from mesh.cli._console import err_console
@@ -37,6 +38,7 @@ app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)
 app.command("trace")(trace_cli.trace_)
 app.command("demo")(demo.demo)
+app.command("console")(console_cli.console)
 app.command("init")(init_cli.init)
 
 

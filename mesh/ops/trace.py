@@ -47,6 +47,8 @@ class Failure:
     error_class: str | None
     error_message: str | None
     reason: str | None  # dead letters: exhausted, fatal, deserialization, deadline
+    partition: int = 0  # where the failed copy sits in *topic* (a dead letter's id)
+    offset: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,8 @@ class Failure:
             "error_class": self.error_class,
             "error_message": self.error_message,
             "reason": self.reason,
+            "partition": self.partition,
+            "offset": self.offset,
         }
 
 
@@ -237,7 +241,7 @@ def _tree(records: list[Message]) -> list[Step]:
             continue  # a delayed event on its way: the delivered copy is the step
         kind = _failure_kind(found)
         if kind is not None:
-            failures.append((event_id, _failure(kind, msg.topic() or "", timestamp_ms, found)))
+            failures.append((event_id, _failure(kind, msg, timestamp_ms, found)))
         elif event_id not in steps:
             steps[event_id] = Step(
                 event_id=event_id,
@@ -273,12 +277,14 @@ def _failure_kind(found: dict[str, str]) -> Literal["retry", "dead-letter"] | No
 
 
 def _failure(
-    kind: Literal["retry", "dead-letter"], topic: str, timestamp_ms: int, found: dict[str, str]
+    kind: Literal["retry", "dead-letter"], msg: Message, timestamp_ms: int, found: dict[str, str]
 ) -> Failure:
     attempt = found.get(h.ATTEMPT)
     return Failure(
         kind=kind,
-        topic=topic,
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
         timestamp_ms=timestamp_ms,
         group=found.get(h.ORIGINAL_GROUP),
         agent=found.get(h.DLQ_AGENT),
