@@ -85,6 +85,9 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+#: Loggers of the HTTP libraries (the registry client's is httpx2) that log every request.
+_CHATTY = ("httpx", "httpx2", "httpcore", "httpcore2")
+
 _CLIENT_NAME = re.compile(r"[^\s\[\]]*#(?:consumer|producer)-\d+")
 _NUMBER = re.compile(r"\d+")
 
@@ -145,3 +148,8 @@ def configure_logging(level: str | int = "INFO", *, stream: TextIO | None = None
     for old in root.handlers[:]:
         root.removeHandler(old)
     root.addHandler(handler)
+    # The registry client's HTTP library logs every request at INFO: noise beside the
+    # decisions an operator reads (retries, dead letters, assignments), kept for DEBUG.
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.NOTSET
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(quiet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from mesh.cli._console import console
+from mesh.cli._options import AsJson, BootstrapServers, ConfigFile, RegistryUrl
 from mesh.config import load_settings
 from mesh.dev.smoke import run_smoke
 from mesh.dev.stack import DevStack
@@ -43,9 +45,28 @@ def up(
 
 
 @app.command("status")
-def status(state_dir: StateDir = Path(".mesh")) -> None:
+def status(state_dir: StateDir = Path(".mesh"), as_json: AsJson = False) -> None:
     """Show the processes of the stack and whether they run (exit 1 when not all run)."""
-    current = DevStack(state_dir).status()
+    stack = DevStack(state_dir)
+    current = stack.status()
+    if as_json:
+        for rec, alive in current.values():
+            kind = {"broker_kind": stack.broker_kind()} if rec.name == "broker" else {}
+            print(
+                json.dumps(
+                    {
+                        "process": rec.name,
+                        "pid": rec.pid,
+                        "address": rec.url,
+                        "running": alive,
+                        "log": rec.log,
+                        **kind,
+                    }
+                )
+            )
+        if not current or not all(alive for _, alive in current.values()):
+            raise typer.Exit(1)
+        return
     if not current:
         console.print("mesh dev stack is not running (start it with `mesh dev up`)")
         raise typer.Exit(1)
@@ -71,18 +92,19 @@ def down(state_dir: StateDir = Path(".mesh")) -> None:
 
 @app.command("smoke")
 def smoke(
+    *,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Events to send.")] = 10,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="Bound of each step, in seconds.")
     ] = 10.0,
-    config_file: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-    ] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
+    config_file: ConfigFile = None,
     state_dir: StateDir = Path(".mesh"),
 ) -> None:
     """Publish Avro events to a fresh topic and read them back: is the stack usable?"""
-    settings = DevStack(state_dir).settings(load_settings(config_file))
+    flags = {"bootstrap_servers": bootstrap_servers, "registry_url": registry_url}
+    settings = DevStack(state_dir).settings(load_settings(config_file, **flags))
     result = run_smoke(settings, count=count, timeout_s=timeout)
     table = Table(show_header=False, box=None)
     table.add_row("broker", result.bootstrap_servers)

@@ -18,15 +18,27 @@ from rich.table import Column, Table
 __all__ = ["app"]
 
 from mesh.cli._console import console, err_console
-from mesh.config import Settings, load_settings, parse_duration
-from mesh.dev.loader import load_app
-from mesh.errors import ConfigError, InputError
+from mesh.cli._options import (
+    AsJson,
+    BootstrapServers,
+    ConfigFile,
+    Execute,
+    Limit,
+    RegistryUrl,
+    app_option,
+    client_settings,
+    load_app_option,
+)
+from mesh.config import Settings, parse_duration
+from mesh.errors import InputError
 from mesh.headers import EXCEPTION_STACKTRACE
 from mesh.ops.dlq import (
     DeadLetter,
     DeadLetterFilter,
     OnRead,
     dead_letter_topics,
+    iso,
+    read_by_id,
     read_dead_letters,
     read_one,
     redrive,
@@ -40,12 +52,7 @@ app = typer.Typer(
 
 _MESSAGE_CHARS = 60
 
-AppSpec = Annotated[
-    str | None,
-    typer.Option(
-        "--app", envvar="MESH_APP", metavar="MODULE:APP", help="App whose dead letters to read."
-    ),
-]
+AppSpec = Annotated[str | None, app_option("App whose dead letters to read.")]
 Agent = Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")]
 Topic = Annotated[
     str | None, typer.Option("--topic", "-t", help="Read this dead-letter topic (no --app).")
@@ -64,12 +71,6 @@ Reason = Annotated[
         help=f"Only those dead-lettered for this reason: {', '.join(DeadLetterReason)}.",
     ),
 ]
-Limit = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most N.")]
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
 
 
 @app.command("list")
@@ -83,10 +84,15 @@ def list_(
     reason: Reason = None,
     limit: Limit = None,
     as_json: AsJson = False,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     config_file: ConfigFile = None,
 ) -> None:
-    """List dead letters (oldest first per topic), with the redrive count of each."""
+    """List dead letters (oldest first per topic): why each failed, and whether it was
+    redriven (when, and to which topic)."""
     settings, topics, where = _selection(
+        bootstrap_servers=bootstrap_servers,
+        registry_url=registry_url,
         app_spec=app_spec,
         agent=agent,
         topic=topic,
@@ -101,7 +107,15 @@ def list_(
             print(json.dumps(letter.summary()))
         return
     table = Table(
-        "agent", "reason", "kind", "class", "message", "attempts", "failed at", "correlation"
+        "agent",
+        "reason",
+        "kind",
+        "class",
+        "message",
+        "attempts",
+        "failed at",
+        "correlation",
+        "redriven",
     )
     # The id goes first and whole (never wrapped): it is what `show` and filters take.
     width = max((len(letter.id) for letter in letters), default=2)
@@ -124,6 +138,7 @@ def list_(
                     row["attempts"],
                     row["failed_at"],
                     row["correlation_id"],
+                    _redriven(letter),
                 )
             )
         )
@@ -142,10 +157,15 @@ def show(
         str, typer.Argument(metavar="ID", help="DLQ_TOPIC:PARTITION:OFFSET, as listed.")
     ],
     as_json: AsJson = False,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     config_file: ConfigFile = None,
 ) -> None:
     """Everything about one dead letter: why it failed (with the trace), headers, key, value."""
-    letter, record = read_one(load_settings(config_file), letter_id)
+    settings = client_settings(
+        config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url, registry=True
+    )
+    letter, record = read_one(settings, letter_id)
     data = {
         **letter.summary(),
         "error_trace": letter.header(EXCEPTION_STACKTRACE),
@@ -176,6 +196,7 @@ def show(
     ):
         console.print(f"[bold]{name}:[/] {escape(str(data[name]))}", soft_wrap=True)
     console.print(f"[bold]redrive_count:[/] {data['redrive_count']}")
+    console.print(f"[bold]redriven:[/] {escape(_redriven(letter))}", soft_wrap=True)
     console.print(f"[bold]key:[/] {escape(str(data['key']))}", soft_wrap=True)
     console.print("[bold]headers:[/]")
     for name, value in data["headers"].items():
@@ -192,6 +213,10 @@ def show(
 @app.command("redrive")
 def redrive_(
     *,
+    letter_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[ID]...", help="Dead letters to send, as listed (or filter)."),
+    ] = None,
     app_spec: AppSpec = None,
     agent: Agent = None,
     topic: Topic = None,
@@ -199,44 +224,90 @@ def redrive_(
     error_class: ErrorClass = None,
     reason: Reason = None,
     limit: Limit = None,
-    execute: Annotated[
-        bool, typer.Option("--execute/--dry-run", help="Send (default: only print the plan).")
+    to_topic: Annotated[
+        str | None,
+        typer.Option("--to-topic", help="Send here instead of each one's original topic."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also send dead letters redriven before.")
     ] = False,
+    execute: Execute = False,
     max_redrives: Annotated[
         int, typer.Option("--max-redrives", min=1, help="Skip records redriven this often.")
     ] = 3,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     config_file: ConfigFile = None,
 ) -> None:
-    """Send matching dead letters back to their original topic for a fresh set of attempts.
+    """Send dead letters back to their original topic for a fresh set of attempts.
 
-    The dead letters stay in their topic (Kafka cannot delete one record); running this
-    twice sends them twice.
-    Every consumer group of the original topic sees them again.
+    Name them by ID, or select them with --app/--topic and the filters. Each one sent is
+    marked redriven (`mesh dlq list` shows it); a marked one is sent again only with
+    --force. Every consumer group of the original topic sees them again.
     """
-    settings, topics, where = _selection(
-        app_spec=app_spec,
-        agent=agent,
-        topic=topic,
-        since=since,
-        error_class=error_class,
-        reason=reason,
-        config_file=config_file,
+    filters = {
+        "--agent": agent,
+        "--topic": topic,
+        "--since": since,
+        "--error-class": error_class,
+        "--reason": reason,
+        "--limit": limit,
+    }
+    if letter_ids:
+        given = [name for name, value in filters.items() if value is not None]
+        if given:
+            raise InputError(f"give dead letter ids or filters, not both ({', '.join(given)})")
+        settings = client_settings(
+            config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url
+        )
+        letters = read_by_id(settings, letter_ids)
+    else:
+        settings, topics, where = _selection(
+            bootstrap_servers=bootstrap_servers,
+            registry_url=registry_url,
+            app_spec=app_spec,
+            agent=agent,
+            topic=topic,
+            since=since,
+            error_class=error_class,
+            reason=reason,
+            config_file=config_file,
+        )
+        letters = _read(settings, topics, where, limit)
+    report = redrive(
+        settings,
+        letters,
+        max_redrives=max_redrives,
+        execute=execute,
+        force=force,
+        to_topic=to_topic,
     )
-    letters = _read(settings, topics, where, limit)
-    report = redrive(settings, letters, max_redrives=max_redrives, execute=execute)
     verb = "would send" if report.dry_run else "sent"
     for letter in report.sent:
+        target = letter.redriven.to_topic if letter.redriven else "?"
         console.print(
-            f"{verb} {escape(letter.id)} -> {escape(letter.original_topic or '')} "
-            f"(redrive {letter.redrive_count + 1})",
+            f"{verb} {escape(letter.id)} -> {escape(target)} (redrive {letter.redrive_count + 1})",
             soft_wrap=True,
         )
     for letter, why in report.skipped:
         console.print(f"skipped {escape(letter.id)}: {escape(why)}", soft_wrap=True)
+    for letter in report.already:
+        err_console.print(
+            f"[yellow]warning:[/] {escape(letter.id)} was redriven before "
+            f"({escape(_redriven(letter))}); not sent again without --force",
+            soft_wrap=True,
+        )
     for letter, why in report.failed:
         err_console.print(f"[red]failed[/] {escape(letter.id)}: {escape(why)}", soft_wrap=True)
+    for letter, why in report.unmarked:
+        err_console.print(
+            f"[yellow]warning:[/] {escape(letter.id)} was sent but not marked redriven: "
+            f"{escape(why)}",
+            soft_wrap=True,
+        )
+    skipped = len(report.skipped) + len(report.already)
     console.print(
-        f"matched {report.matched}, {verb} {len(report.sent)}, skipped {len(report.skipped)}"
+        f"matched {report.matched}, {verb} {len(report.sent)}, skipped {skipped}"
         + (f", failed {len(report.failed)}" if report.failed else "")
         + (" (dry run: add --execute to send)" if report.dry_run and report.sent else "")
     )
@@ -253,6 +324,8 @@ def _read(
 
 def _selection(
     *,
+    bootstrap_servers: str | None,
+    registry_url: str | None,
     app_spec: str | None,
     agent: str | None,
     topic: str | None,
@@ -271,15 +344,10 @@ def _selection(
     reasons = [r.value for r in DeadLetterReason]
     if reason is not None and reason not in reasons:
         raise InputError(f"--reason {reason}: use one of {', '.join(reasons)}")
-    mesh_app = None
-    if topic is None and app_spec is not None:
-        try:
-            mesh_app = load_app(app_spec)
-        except ConfigError as exc:
-            raise InputError(f"--app {app_spec}: {exc}") from None
-    settings = (
-        mesh_app.settings if mesh_app is not None and config_file is None else None
-    ) or load_settings(config_file)
+    mesh_app = load_app_option(app_spec if topic is None else None)
+    settings = client_settings(
+        config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url, app=mesh_app
+    )
     topics = dead_letter_topics(settings, app=mesh_app, agent=agent, topic=topic)
     where = DeadLetterFilter(
         since_ms=since_ms,
@@ -305,6 +373,12 @@ def _progress() -> Iterator[OnRead | None]:
             bar.update(tasks[topic], completed=read)
 
         yield on_read
+
+
+def _redriven(letter: DeadLetter) -> str:
+    if letter.redriven is None:
+        return "-"
+    return f"{iso(letter.redriven.at_ms)} to {letter.redriven.to_topic}"
 
 
 def _one_line(value: str | None) -> str:

@@ -12,8 +12,16 @@ import typer
 from rich.markup import escape
 
 from mesh.cli._console import console
-from mesh.config import load_settings
-from mesh.dev.loader import load_app, load_object
+from mesh.cli._options import (
+    AsJson,
+    BootstrapServers,
+    ConfigFile,
+    RegistryUrl,
+    app_option,
+    client_settings,
+    load_app_option,
+)
+from mesh.dev.loader import load_object
 from mesh.errors import ConfigError, InputError
 from mesh.event import Event
 from mesh.ops.publish import (
@@ -24,11 +32,6 @@ from mesh.ops.publish import (
     publish_event,
 )
 from mesh.runtime.app import Mesh
-
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-]
 
 
 def publish(
@@ -43,12 +46,7 @@ def publish(
         str,
         typer.Option("--data", "-d", help="JSON object, @file.json, or - for stdin."),
     ],
-    app_spec: Annotated[
-        str | None,
-        typer.Option(
-            "--app", envvar="MESH_APP", metavar="MODULE:APP", help="App to look EVENT_TYPE up in."
-        ),
-    ] = None,
+    app_spec: Annotated[str | None, app_option("App to look EVENT_TYPE up in.")] = None,
     key: Annotated[
         str | None, typer.Option("--key", help="Kafka key (default: the event type's).")
     ] = None,
@@ -58,17 +56,25 @@ def publish(
     header: Annotated[
         list[str] | None, typer.Option("--header", "-H", help="Extra header key=value.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: AsJson = False,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     config_file: ConfigFile = None,
 ) -> None:
     """Validate --data as EVENT_TYPE and publish it; invalid input exits 2, nothing sent."""
-    app = load_app(app_spec) if app_spec else None
+    app = load_app_option(app_spec)
     model = _event_type(event_type, app)
     event = event_from_json(model, _read_data(data))
     headers = extra_headers(header or [])
-    settings = app.settings if app is not None and config_file is None else None
+    settings = client_settings(
+        config_file,
+        bootstrap_servers=bootstrap_servers,
+        registry_url=registry_url,
+        app=app,
+        registry=True,
+    )
     published = publish_event(
-        settings or load_settings(config_file),
+        settings,
         event,
         produced_by=app.name if app is not None else "mesh-cli",
         key=key,

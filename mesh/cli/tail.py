@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from mesh.cli._console import console, err_console
-from mesh.config import load_settings
+from mesh.cli._options import (
+    AsJson,
+    BootstrapServers,
+    ConfigFile,
+    Limit,
+    RegistryUrl,
+    client_settings,
+)
 from mesh.kafka.reader import Tail, TailRecord
 
 
@@ -21,12 +27,8 @@ def tail(
     from_beginning: Annotated[
         bool, typer.Option("--from-beginning", help="Start at the oldest record, not the end.")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per record and line.")
-    ] = False,
-    count: Annotated[
-        int | None, typer.Option("--count", "-n", min=1, help="Stop after N records.")
-    ] = None,
+    as_json: AsJson = False,
+    limit: Limit = None,
     partition: Annotated[
         list[int] | None,
         typer.Option("--partition", "-p", min=0, help="Read only this partition (repeatable)."),
@@ -35,28 +37,26 @@ def tail(
         float | None,
         typer.Option("--timeout", min=0, help="Stop after S seconds without a record."),
     ] = None,
-    config_file: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-    ] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
+    config_file: ConfigFile = None,
 ) -> None:
-    """Follow TOPIC (all partitions, no consumer group) until Ctrl-C, --count or --timeout."""
-    settings = load_settings(config_file)
-    try:
-        with Tail(settings, topic, partitions=partition, from_beginning=from_beginning) as reader:
-            start = "the beginning" if from_beginning else "the end"
-            err_console.print(
-                f"tailing {escape(topic)} partitions "
-                f"{', '.join(map(str, reader.positions))} from {start}",
-                soft_wrap=True,
-            )
-            for record in reader.records(count=count, idle_timeout_s=timeout):
-                if as_json:
-                    print(record.to_json_line(), flush=True)
-                else:
-                    _print(record)
-    except KeyboardInterrupt:
-        return
+    """Follow TOPIC (all partitions, no consumer group) until Ctrl-C, --limit or --timeout."""
+    settings = client_settings(
+        config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url
+    )
+    with Tail(settings, topic, partitions=partition, from_beginning=from_beginning) as reader:
+        start = "the beginning" if from_beginning else "the end"
+        err_console.print(
+            f"tailing {escape(topic)} partitions "
+            f"{', '.join(map(str, reader.positions))} from {start}",
+            soft_wrap=True,
+        )
+        for record in reader.records(count=limit, idle_timeout_s=timeout):
+            if as_json:
+                print(record.to_json_line(), flush=True)
+            else:
+                _print(record)
 
 
 def _print(record: TailRecord) -> None:

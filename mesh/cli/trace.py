@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,9 +11,17 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from mesh.cli._console import console, err_console
-from mesh.config import load_settings, parse_duration
-from mesh.dev.loader import load_app
-from mesh.errors import ConfigError, InputError
+from mesh.cli._options import (
+    AsJson,
+    BootstrapServers,
+    ConfigFile,
+    RegistryUrl,
+    app_option,
+    client_settings,
+    load_app_option,
+)
+from mesh.config import parse_duration
+from mesh.errors import InputError
 from mesh.ops.trace import Failure, Step, trace
 
 __all__ = ["trace_"]
@@ -25,40 +32,31 @@ def trace_(
     correlation_id: Annotated[str, typer.Argument(help="The chain's mesh.correlation-id.")],
     since: Annotated[str, typer.Option("--since", help="How far back to look, e.g. 2h.")] = "24h",
     app_spec: Annotated[
-        str | None,
-        typer.Option(
-            "--app",
-            envvar="MESH_APP",
-            metavar="MODULE:APP",
-            help="Search this app's event, retry and dead-letter topics.",
-        ),
+        str | None, app_option("Search this app's event, retry and dead-letter topics.")
     ] = None,
     topic: Annotated[
         list[str] | None,
         typer.Option("--topic", "-t", help="Search topics matching this glob (repeatable)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The tree as one JSON object.")] = False,
-    config_file: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-    ] = None,
+    as_json: AsJson = False,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
+    config_file: ConfigFile = None,
 ) -> None:
-    """Show one chain: each event's agent, type, time and step latency, its retries and
-    dead letters, linked by causation id. Searches the topics of --app and those matching
-    --topic; with neither, every topic on the cluster not starting with "_"."""
+    """Show one chain of events as a tree, with its retries and dead letters.
+
+    Each event's agent, type, time and step latency, linked by causation id. Searches
+    the topics of --app and those matching --topic; with neither, every topic on the
+    cluster not starting with "_".
+    """
     try:
         since_s = parse_duration(since)
     except ValueError as exc:
         raise InputError(f"--since {since}: {exc}") from None
-    mesh_app = None
-    if app_spec is not None:
-        try:
-            mesh_app = load_app(app_spec)
-        except ConfigError as exc:
-            raise InputError(f"--app {app_spec}: {exc}") from None
-    settings = (
-        mesh_app.settings if mesh_app is not None and config_file is None else None
-    ) or load_settings(config_file)
+    mesh_app = load_app_option(app_spec)
+    settings = client_settings(
+        config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url, app=mesh_app
+    )
     found = trace(settings, correlation_id, since_s=since_s, topics=topic or [], app=mesh_app)
     if as_json:
         print(json.dumps(found.to_json()))

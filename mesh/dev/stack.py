@@ -23,13 +23,16 @@ from pathlib import Path
 
 from mesh.config import Settings
 from mesh.errors import BrokerError, DevStackError
+from mesh.kafka.compat import is_tansu
 
 __all__ = [
+    "EMBEDDED_GROUP_CONFIG",
     "DevStack",
     "ManagedProcess",
     "ProcessRecord",
     "find_broker_binary",
     "free_port",
+    "group_config",
     "start_broker",
     "start_registry",
 ]
@@ -37,6 +40,23 @@ __all__ = [
 BROKER_BIN_ENV = "MESH_BROKER_BIN"
 LOCALHOST = "127.0.0.1"
 _LOG_TAIL_LINES = 5
+#: What ``stack.json`` says the broker is: the embedded Tansu broker, always.
+BROKER_KIND = "tansu"
+
+#: Consumer group timing for the embedded broker, which holds each JoinGroup round for
+#: about half the session timeout (23 s with Kafka's 45 s default): with these an agent
+#: has its partitions about a second after it starts. Never for a real cluster, where a
+#: short session makes a busy consumer lose its partitions (and Kafka refuses less than
+#: ``group.min.session.timeout.ms``, 6 s by default).
+EMBEDDED_GROUP_CONFIG: dict[str, int] = {
+    "session.timeout.ms": 2000,
+    "heartbeat.interval.ms": 250,
+}
+
+
+def group_config(settings: Settings) -> dict[str, int]:
+    """:data:`EMBEDDED_GROUP_CONFIG` when *settings* name the embedded broker; else nothing."""
+    return dict(EMBEDDED_GROUP_CONFIG) if is_tansu(settings) else {}
 
 
 def find_broker_binary() -> Path:
@@ -334,15 +354,26 @@ class DevStack:
     def settings(self, base: Settings) -> Settings:
         """*base* pointed at this stack where it runs and *base* names no address itself.
 
-        An address set in ``mesh.toml`` or ``MESH_*`` wins: the stack only fills defaults.
+        An address set by a flag, in ``mesh.toml`` or ``MESH_*`` wins: the stack only
+        fills defaults. Where it fills the broker's, it also says the broker is the
+        embedded one (unless *base* sets ``broker``), so no client asks the cluster.
         """
         running = {rec.name: rec.url for rec, alive in self.status().values() if alive}
-        update = {
+        update: dict[str, str] = {
             field: running[name]
             for field, name in (("bootstrap_servers", "broker"), ("registry_url", "registry"))
             if name in running and field not in base.model_fields_set
         }
+        if "bootstrap_servers" in update and "broker" not in base.model_fields_set:
+            update["broker"] = self.broker_kind()
         return base.model_copy(update=update) if update else base
+
+    def broker_kind(self) -> str:
+        """The broker kind ``stack.json`` records (files written before it was: the embedded)."""
+        try:
+            return str(json.loads(self._state_file.read_text()).get("broker", BROKER_KIND))
+        except (OSError, ValueError):
+            return BROKER_KIND
 
     def up(self, *, broker_port: int = 9092, registry_port: int = 8081) -> list[ProcessRecord]:
         """Start the broker and the registry unless the recorded stack already runs."""
@@ -386,5 +417,5 @@ class DevStack:
     def _save(self, records: list[ProcessRecord]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / ".gitignore").write_text("*\n")
-        payload = {"processes": [asdict(rec) for rec in records]}
+        payload = {"broker": BROKER_KIND, "processes": [asdict(rec) for rec in records]}
         self._state_file.write_text(json.dumps(payload, indent=2))

@@ -6,19 +6,21 @@ failure headers of the :mod:`mesh.headers` contract saying why (``mesh.dlq.reaso
 in that topic, ``{dlq_topic}:{partition}:{offset}``: stable and copy-pasteable; the time
 it failed for good is that record's timestamp.
 
-Kafka cannot delete one record, so a redriven dead letter stays in its topic. Nothing
-records which ids were redriven: the copy sent back carries ``mesh.redrive-count``, and
-if it fails again its new dead letter shows the count (``mesh dlq list``), which is what
-stops a record from looping forever (``max_redrives``). Redriving the same dead letters
-twice sends them twice; narrow the selection (``--since``, ``--error-class``) instead.
+Kafka cannot delete or change one record, so a redriven dead letter stays in its topic;
+that it was redriven is recorded beside it, in the compacted topic :data:`REDRIVES_TOPIC`
+(key: the dead letter's id), once the copy sent back is acknowledged. Listing shows the
+mark, and a marked dead letter is not sent again unless forced. The copy carries
+``mesh.redrive-count``; if it fails again, its new dead letter shows the count, which is
+what stops a record from looping forever (``max_redrives``).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -30,7 +32,7 @@ from mesh.config import Settings
 from mesh.errors import InputError
 from mesh.kafka.clients import admin_config
 from mesh.kafka.reader import Tail, TailRecord, tail_record
-from mesh.kafka.topics import existing_topics
+from mesh.kafka.topics import TopicSpec, ensure_topics, existing_topics
 from mesh.runtime.app import Mesh
 from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import delay_dead_letter_topic, namespace_of
@@ -39,17 +41,24 @@ from mesh.runtime.publisher import Publisher
 from mesh.serde import Serde
 
 __all__ = [
+    "REDRIVES_TOPIC",
     "DeadLetter",
     "DeadLetterFilter",
     "RedriveReport",
+    "Redriven",
     "dead_letter_topics",
     "iso",
     "parse_id",
+    "read_by_id",
     "read_dead_letters",
     "read_one",
+    "read_redriven",
     "redrive",
     "redriven_headers",
 ]
+
+#: Which dead letters were redriven, when and where to: key the letter's id, value JSON.
+REDRIVES_TOPIC = "_mesh.dlq.redrives"
 
 #: Headers that describe a past failure or retry, not the record: never sent back.
 _NOT_REDRIVEN = h.FAILURE_HEADERS | {h.REDRIVE_COUNT}
@@ -59,8 +68,28 @@ OnRead = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
+class Redriven:
+    """The mark of a redriven dead letter: when (epoch ms) and to which topic."""
+
+    at_ms: int
+    to_topic: str
+
+    def to_json(self) -> str:
+        return json.dumps({"at_ms": self.at_ms, "to_topic": self.to_topic})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Redriven | None:
+        try:
+            data = json.loads(raw)
+            return cls(at_ms=int(data["at_ms"]), to_topic=str(data["to_topic"]))
+        except (ValueError, KeyError, TypeError):  # not written by mesh: no mark
+            return None
+
+
+@dataclass(frozen=True)
 class DeadLetter:
-    """One dead letter: where it sits, where it came from, and why it failed."""
+    """One dead letter: where it sits, where it came from, why it failed, and whether
+    (and when) it was redriven."""
 
     topic: str
     partition: int
@@ -69,6 +98,7 @@ class DeadLetter:
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...]
     timestamp_ms: int | None = None  # when it was dead-lettered
+    redriven: Redriven | None = None
 
     @classmethod
     def from_message(cls, msg: Message) -> DeadLetter:
@@ -135,6 +165,8 @@ class DeadLetter:
             "correlation_id": self.header(h.CORRELATION_ID),
             "event_type": self.header(h.EVENT_TYPE),
             "redrive_count": self.redrive_count,
+            "redriven_at": iso(self.redriven.at_ms) if self.redriven else None,
+            "redriven_to": self.redriven.to_topic if self.redriven else None,
         }
 
 
@@ -215,6 +247,8 @@ def read_dead_letters(
     Values are not decoded, so listing works without the registry.
     """
     where = where or DeadLetterFilter()
+    topics = list(topics)
+    marks = read_redriven(settings) if topics else {}
     found = 0
     for topic in topics:
         with Tail(settings, topic, from_beginning=True, to_end=True) as reader:
@@ -223,6 +257,7 @@ def read_dead_letters(
                 if on_read is not None:
                     on_read(topic, read, total)
                 letter = DeadLetter.from_message(msg)
+                letter = replace(letter, redriven=marks.get(letter.id))
                 if where.matches(letter):
                     yield letter
                     found += 1
@@ -232,33 +267,73 @@ def read_dead_letters(
 
 def read_one(settings: Settings, letter_id: str) -> tuple[DeadLetter, TailRecord]:
     """The dead letter named *letter_id*, with its value decoded through the registry."""
-    topic, partition, offset = parse_id(letter_id)
     serde = Serde.from_settings(settings)
+    msg = _message(settings, letter_id, serde)
+    letter = DeadLetter.from_message(msg)
+    letter = replace(letter, redriven=read_redriven(settings).get(letter.id))
+    return letter, tail_record(msg, serde)
+
+
+def read_by_id(settings: Settings, letter_ids: Iterable[str]) -> list[DeadLetter]:
+    """The dead letters named by *letter_ids* (values not decoded), each with its mark."""
+    ids = list(dict.fromkeys(letter_ids))
+    for letter_id in ids:
+        parse_id(letter_id)  # every id is checked before anything is read
+    marks = read_redriven(settings) if ids else {}
+    return [
+        replace(DeadLetter.from_message(_message(settings, i)), redriven=marks.get(i)) for i in ids
+    ]
+
+
+def _message(settings: Settings, letter_id: str, serde: Serde | None = None) -> Message:
+    topic, partition, offset = parse_id(letter_id)
     with Tail(
         settings, topic, partitions=[partition], from_offset=offset, to_end=True, serde=serde
     ) as reader:
         for msg in reader.messages(count=1):
             if msg.offset() == offset:
-                return DeadLetter.from_message(msg), tail_record(msg, serde)
+                return msg
     raise InputError(f"no dead letter {letter_id!r}: the partition has no record at that offset")
+
+
+def read_redriven(settings: Settings) -> dict[str, Redriven]:
+    """Dead letter id -> its latest redrive mark (none before the first redrive).
+
+    The last mark of an id wins, as compaction would keep it (the embedded broker does
+    not compact).
+    """
+    if REDRIVES_TOPIC not in existing_topics(AdminClient(admin_config(settings))):
+        return {}
+    marks: dict[str, Redriven] = {}
+    with Tail(settings, REDRIVES_TOPIC, from_beginning=True, to_end=True) as reader:
+        for msg in reader.messages():
+            key, value = msg.key(), msg.value()
+            mark = None if value is None else Redriven.from_json(value)
+            if key is not None and mark is not None:
+                marks[key.decode("utf-8", "replace")] = mark
+    return marks
 
 
 @dataclass
 class RedriveReport:
     """What a redrive did (or, dry, would do); ``skipped`` and ``failed`` say why for each.
 
-    Skipped dead letters were refused before sending; failed ones were sent and not
-    acknowledged (they may or may not have arrived).
+    ``sent`` dead letters carry the mark they were (dry: would be) given. Skipped ones
+    were refused before sending (``already`` those redriven before,
+    which need *force*); failed ones were sent and not acknowledged (they may or may not
+    have arrived); ``unmarked`` ones were sent but their redrive mark was not written.
     """
 
     dry_run: bool
     sent: list[DeadLetter] = field(default_factory=list)
     skipped: list[tuple[DeadLetter, str]] = field(default_factory=list)
+    already: list[DeadLetter] = field(default_factory=list)
     failed: list[tuple[DeadLetter, str]] = field(default_factory=list)
+    unmarked: list[tuple[DeadLetter, str]] = field(default_factory=list)
 
     @property
     def matched(self) -> int:
-        return len(self.sent) + len(self.skipped) + len(self.failed)
+        return len(self.sent) + len(self.skipped) + len(self.already) + len(self.failed)
 
 
 def redrive(
@@ -267,35 +342,45 @@ def redrive(
     *,
     max_redrives: int = 3,
     execute: bool = False,
+    force: bool = False,
+    to_topic: str | None = None,
     timeout_s: float = 30.0,
 ) -> RedriveReport:
-    """Send each dead letter back to its original topic for a fresh set of attempts.
+    """Send each dead letter back to its original topic (or *to_topic*) for a fresh set of
+    attempts, and mark it redriven.
 
     Key, value and the record's own headers go back byte for byte, with
     ``mesh.redrive-count`` one higher; failure headers (:data:`mesh.headers.FAILURE_HEADERS`)
-    stay behind. Every
-    consumer group of the original topic sees the record again, not only the agent that
-    failed, so handlers there should be idempotent. A dead letter already redriven
-    *max_redrives* times is skipped. Dry by default; with *execute*, the producer is
-    idempotent with acks=all and every send is acknowledged before this returns.
+    stay behind. Every consumer group of the original topic sees the record again, not
+    only the agent that failed, so handlers there should be idempotent. A dead letter
+    marked redriven is sent again only with *force*; one whose record was already
+    redriven *max_redrives* times is skipped. Dry by default; with *execute*, the
+    producer is idempotent with acks=all and every send is acknowledged, and marked,
+    before this returns.
     """
     report = RedriveReport(dry_run=not execute)
     present = existing_topics(AdminClient(admin_config(settings)))
+    now_ms = int(time.time() * 1000)
+    if to_topic is not None and to_topic not in present:
+        raise InputError(f"--to-topic {to_topic}: the topic does not exist")
     plan: list[DeadLetter] = []
     for letter in letters:
-        target = letter.original_topic
+        target = to_topic or letter.original_topic
         if target is None:
             report.skipped.append((letter, f"no {h.ORIGINAL_TOPIC} header"))
         elif target not in present:  # producing would auto-create it on some brokers
             report.skipped.append((letter, f"original topic {target!r} does not exist"))
         elif letter.redrive_count >= max_redrives:
             report.skipped.append((letter, f"already redriven {letter.redrive_count} times"))
+        elif letter.redriven is not None and not force:
+            report.already.append(letter)
         else:
-            plan.append(letter)
+            plan.append(replace(letter, redriven=Redriven(now_ms, target)))
     if not execute:
         report.sent = plan
         return report
     _send(settings, plan, report, timeout_s)
+    _mark(settings, report, timeout_s)
     return report
 
 
@@ -311,8 +396,9 @@ def _send(
     publisher = Publisher(settings, Serde.from_settings(settings))
     results: dict[str, KafkaError | None] = {}
     for letter in plan:
+        assert letter.redriven is not None  # the plan names each one's target
         publisher.send_raw(
-            letter.original_topic or "",
+            letter.redriven.to_topic,
             letter.value,
             letter.key,
             cast(list[tuple[str, bytes]], redriven_headers(letter)),  # None values are valid
@@ -328,6 +414,32 @@ def _send(
             report.failed.append((letter, f"the broker refused it: {err.str()}"))
         else:
             report.sent.append(letter)
+
+
+def _mark(settings: Settings, report: RedriveReport, timeout_s: float) -> None:
+    """Record the sent dead letters as redriven (:data:`REDRIVES_TOPIC`), now."""
+    if not report.sent:
+        return
+    ensure_topics(
+        AdminClient(admin_config(settings)),
+        [TopicSpec(REDRIVES_TOPIC, 1, config={"cleanup.policy": "compact"})],
+    )
+    publisher = Publisher(settings, Serde.from_settings(settings))
+    results: dict[str, KafkaError | None] = {}
+    for letter in report.sent:
+        assert letter.redriven is not None
+        publisher.send_raw(
+            REDRIVES_TOPIC,
+            letter.redriven.to_json().encode(),
+            letter.id.encode(),
+            [],
+            on_delivery=functools.partial(_store, results, letter.id),
+        )
+    publisher.flush(timeout_s)
+    for letter in report.sent:
+        err = results.get(letter.id, KafkaError(KafkaError._TIMED_OUT))
+        if err is not None:
+            report.unmarked.append((letter, err.str()))
 
 
 def _store(

@@ -73,7 +73,7 @@ def mesh(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (
             '"compression.type" = "lz4"',
             {"MESH_KAFKA": '{"sasl.mechanism": "PLAIN", "security.protocol": "SASL_SSL"}'},
-            "error: the [kafka] settings: Failed to create producer: sasl.username and "
+            "error: the [kafka] settings: Failed to create admin client: sasl.username and "
             "sasl.password must be set",
         ),
     ],

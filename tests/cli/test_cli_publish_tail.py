@@ -108,7 +108,7 @@ def test_publish_then_tail_from_beginning(cli, events_module: str, mesh_bootstra
     assert f"to {events_module} partition" in second.stdout
 
     tail = cli(
-        "tail", events_module, "--from-beginning", "--json", "--count", "2", "--timeout", "20"
+        "tail", events_module, "--from-beginning", "--json", "--limit", "2", "--timeout", "20"
     )
     assert tail.returncode == 0, tail.stderr
     records = sorted(
@@ -148,7 +148,7 @@ def test_tail_from_end_shows_only_new_records(cli, mesh_topic, mesh_bootstrap_se
     assert producer.flush(10) == 0
 
     tail = subprocess.Popen(
-        [sys.executable, "-m", "mesh", "tail", topic, "--json", "--count", "4", "--timeout", "30"],
+        [sys.executable, "-m", "mesh", "tail", topic, "--json", "--limit", "4", "--timeout", "30"],
         env=cli.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -177,7 +177,7 @@ def test_tail_shows_a_non_avro_record_with_value_error(cli, mesh_topic, mesh_boo
     producer.produce(topic, None, key=b"gone")  # a tombstone: no value, no error
     assert producer.flush(10) == 0
 
-    tail = cli("tail", topic, "--from-beginning", "--json", "--count", "2", "--timeout", "20")
+    tail = cli("tail", topic, "--from-beginning", "--json", "--limit", "2", "--timeout", "20")
     assert tail.returncode == 0, tail.stderr
     bad, tombstone = (json.loads(line) for line in tail.stdout.splitlines())
     assert "not the Confluent wire format" in bad["value_error"]
@@ -188,7 +188,7 @@ def test_tail_shows_a_non_avro_record_with_value_error(cli, mesh_topic, mesh_boo
     assert tombstone == {**tombstone, "key": "gone", "value": None}
     assert "value_error" not in tombstone
 
-    human = cli("tail", topic, "--from-beginning", "--count", "1", "--timeout", "20")
+    human = cli("tail", topic, "--from-beginning", "--limit", "1", "--timeout", "20")
     assert human.returncode == 0, human.stderr
     assert "value_error:" in human.stdout
 
@@ -238,7 +238,7 @@ def test_tail_of_unknown_topic_is_refused_and_not_created(cli, mesh_admin: Admin
     assert topic not in existing_topics(mesh_admin)
 
 
-def test_tail_exits_cleanly_on_ctrl_c(cli, mesh_topic):
+def test_tail_stops_on_ctrl_c_with_exit_code_130_and_no_traceback(cli, mesh_topic):
     topic = mesh_topic()
     tail = subprocess.Popen(
         [sys.executable, "-m", "mesh", "tail", topic],
@@ -254,5 +254,5 @@ def test_tail_exits_cleanly_on_ctrl_c(cli, mesh_topic):
         _, err = tail.communicate(timeout=20)
     finally:
         tail.kill()
-    assert tail.returncode == 0, err
+    assert tail.returncode == 130, err
     assert "Traceback" not in err

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import textwrap
 import urllib.request
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from mesh.dev.stack import DevStack, free_port
+from mesh.config import Settings
+from mesh.dev.stack import EMBEDDED_GROUP_CONFIG, DevStack, free_port, group_config
 
 #: `mesh dev` starts the embedded broker itself: there is no Tansu beside Apache Kafka.
 pytestmark = pytest.mark.tansu_only
@@ -149,3 +152,106 @@ def test_port_out_of_range_is_a_usage_error(tmp_path: Path, flag: str) -> None:
     result = mesh_cli("dev", "up", flag, "70000", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_commands_follow_the_dev_stack_started_on_other_ports(tmp_path: Path) -> None:
+    (tmp_path / "stack_events.py").write_text(
+        textwrap.dedent(
+            """
+            from mesh import Event, Mesh
+
+            class Pinged(Event, topic="stack-pinged"):
+                n: int
+
+            app = Mesh("stackapp")
+
+            @app.agent("echo", consumes=Pinged)
+            async def echo(event: Pinged) -> None: ...
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+
+    def mesh(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mesh", *args],
+            cwd=tmp_path,
+            env={**env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert mesh("schema", "gen", "--module", "stack_events").returncode == 0
+    broker_port, registry_port = free_port(), free_port()
+    up = mesh("dev", "up", "--broker-port", str(broker_port), "--registry-port", str(registry_port))
+    assert up.returncode == 0, up.stderr
+    try:
+        state = json.loads((tmp_path / ".mesh" / "stack.json").read_text())
+        assert state["broker"] == "tansu"
+        shown = json.loads(mesh("config", "show").stdout)
+        assert shown["bootstrap_servers"] == f"127.0.0.1:{broker_port}"
+        assert shown["registry_url"] == f"http://127.0.0.1:{registry_port}"
+        assert shown["broker"] == "tansu"
+
+        published = mesh("publish", "stack_events:Pinged", "-d", '{"n": 7}', "--json")
+        assert published.returncode == 0, published.stderr
+        tail = mesh("tail", "stack-pinged", "--from-beginning", "-n", "1", "--json")
+        assert tail.returncode == 0, tail.stderr
+        assert json.loads(tail.stdout)["value"] == {"n": 7}
+        topics = [json.loads(line) for line in mesh("topics", "--json").stdout.splitlines()]
+        assert {"topic": "stack-pinged", "partitions": 3, "records": 1} in topics
+
+        run = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "run", "stack_events:app", "--metrics-port", "0"],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert run.stderr is not None
+            lines = []
+            for line in run.stderr:
+                assert line.startswith("{"), line
+                lines.append(json.loads(line))
+                if "assigned" in lines[-1]["message"]:
+                    break
+            run.send_signal(signal.SIGTERM)
+            _, rest = run.communicate(timeout=60)
+        finally:
+            run.kill()
+        lines += [json.loads(line) for line in rest.splitlines()]
+        messages = [line["message"] for line in lines]
+        assert run.returncode == 0, messages
+        assert any(m.startswith("agent echo: assigned [('stack-pinged', 0)") for m in messages)
+        assert "agent echo: stopped: offsets committed, left the group" in messages
+        assert not [m for m in messages if m.startswith("HTTP Request")], messages
+    finally:
+        mesh("dev", "down")
+
+
+def test_the_dev_stack_names_the_embedded_broker_and_its_fast_group_timing(
+    tmp_path: Path,
+) -> None:
+    stack = DevStack(tmp_path / ".mesh")
+    stack.state_dir.mkdir()
+    me = Path(f"/proc/{os.getpid()}/cmdline").read_bytes().split(b"\0")[0].decode()
+    record = {
+        "name": "broker",
+        "pid": os.getpid(),
+        "port": 1,
+        "url": "127.0.0.1:1",
+        "argv": [me],
+        "log": "-",
+    }  # fmt: skip: a live process stands for the broker
+    (tmp_path / ".mesh" / "stack.json").write_text(
+        json.dumps({"broker": "tansu", "processes": [record]})
+    )
+    filled = stack.settings(Settings())
+    assert (filled.bootstrap_servers, filled.broker) == ("127.0.0.1:1", "tansu")
+    assert group_config(filled) == EMBEDDED_GROUP_CONFIG
+    flagged = stack.settings(Settings(bootstrap_servers="kafka:9092"))
+    assert (flagged.bootstrap_servers, flagged.broker) == ("kafka:9092", "auto")
+    assert group_config(Settings(broker="kafka")) == {}

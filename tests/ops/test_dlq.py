@@ -214,7 +214,60 @@ def test_redrive_after_fix_processes_dead_letters(
     assert [r["error_message"] for r in again] == ["cannot plan t2"]
     capped = cli("dlq", "redrive", *selection, "--max-redrives", "1").stdout
     assert f"skipped {again[0]['id']}: already redriven 1 times" in capped
-    assert "matched 3, would send 2, skipped 1" in capped
+    assert "matched 3, would send 0, skipped 3" in capped  # the first two are marked
+    forced = cli("dlq", "redrive", *selection, "--max-redrives", "1", "--force").stdout
+    assert "matched 3, would send 2, skipped 1" in forced
+
+
+def test_redrive_by_id_marks_the_letter_and_a_second_redrive_needs_force(
+    scenario: Scenario, cli: Callable[..., Result], mesh_settings: Settings
+) -> None:
+    listed = _listed(cli, "--app", scenario.spec, "--agent", "planner")
+    one = next(r for r in listed if r["error_message"] == "cannot plan t1")
+    assert (one["redriven_at"], one["redriven_to"]) == (None, None)
+    tasks = scenario.tasks.topic()
+    before = len(_records(mesh_settings, tasks))
+
+    sent = cli("dlq", "redrive", one["id"], "--execute")
+    assert f"sent {one['id']} -> {tasks} (redrive 1)" in sent.stdout
+    assert "matched 1, sent 1, skipped 0" in sent.stdout
+    after = _records(mesh_settings, tasks)
+    assert len(after) == before + 1
+    assert after[-1].key() == b"t1"
+
+    marked = {r["id"]: r for r in _listed(cli, "--app", scenario.spec, "--agent", "planner")}
+    assert marked[one["id"]]["redriven_to"] == tasks
+    assert marked[one["id"]]["redriven_at"].startswith(time.strftime("%Y-", time.gmtime()))
+    assert [i for i, r in marked.items() if r["redriven_at"]] == [one["id"]]
+    table = cli("dlq", "list", "--app", scenario.spec, "--agent", "planner").stdout
+    assert f"to {tasks}" in table
+
+    again = cli("dlq", "redrive", one["id"], "--execute")
+    assert f"warning: {one['id']} was redriven before" in again.output
+    assert "not sent again without --force" in again.output
+    assert "matched 1, sent 0, skipped 1" in again.stdout
+    assert len(_records(mesh_settings, tasks)) == before + 1
+
+    forced = cli("dlq", "redrive", one["id"], "--execute", "--force")
+    assert "matched 1, sent 1, skipped 0" in forced.stdout
+    assert len(_records(mesh_settings, tasks)) == before + 2
+
+
+def test_redrive_to_topic_sends_elsewhere_than_the_original_topic(
+    scenario: Scenario,
+    cli: Callable[..., Result],
+    mesh_settings: Settings,
+    mesh_topic: Callable[..., str],
+) -> None:
+    elsewhere = mesh_topic()
+    listed = _listed(cli, "--app", scenario.spec, "--agent", "auditor")
+    one = next(r for r in listed if r["error_message"] == "audit trail missing")
+    sent = cli("dlq", "redrive", one["id"], "--to-topic", elsewhere, "--execute")
+    assert f"sent {one['id']} -> {elsewhere}" in sent.stdout
+    [copy] = _records(mesh_settings, elsewhere)
+    assert (copy.key(), header(copy, "mesh.redrive-count")) == (b"t1", "1")
+    shown = json.loads(cli("dlq", "show", one["id"], "--json").stdout)
+    assert shown["redriven_to"] == elsewhere
 
 
 @pytest.mark.parametrize(
@@ -226,6 +279,9 @@ def test_redrive_after_fix_processes_dead_letters(
         ["list", "--topic", "x", "--reason", "bored"],
         ["show", "not-an-id"],
         ["redrive"],
+        ["redrive", "not-an-id"],
+        ["redrive", "x.dlq:0:0", "--agent", "planner"],
+        ["redrive", "--topic", "x", "--to-topic", "no-such-topic"],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], mesh_settings: Settings) -> None:
