@@ -190,11 +190,18 @@ class Console:
         return self.snapshot
 
     def rows(self, snapshot: Snapshot) -> list[pages.OverviewRow]:
+        """One row per agent. Metrics name agents as the app does; an agent found on the
+        cluster is named by its group, ``{app}.{agent}`` unless the app chose another."""
         return [
             pages.OverviewRow(
                 agent,
                 snapshot.samples.get(agent.name),
-                snapshot.rates.get(agent.name) if self.scraper.urls else None,
+                (
+                    snapshot.rates.get(agent.name)
+                    or snapshot.rates.get(agent.group_id.rpartition(".")[2])
+                )
+                if self.scraper.urls
+                else None,
                 self.sampler.alerts(agent.name),
             )
             for agent in snapshot.agents
@@ -272,7 +279,8 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     response.headers["Content-Security-Policy"] = _CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # Not no-referrer: a browser then sends "Origin: null" with the console's own forms.
+    response.headers["Referrer-Policy"] = "same-origin"
     if not request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"
 

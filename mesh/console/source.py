@@ -77,24 +77,35 @@ def app_agents(app: Mesh) -> list[AgentInfo]:
 
 
 def cluster_agents(settings: Settings) -> list[AgentInfo]:
-    """Without an app: every consumer group with a dead-letter topic ``{source}.{group}.dlq``
-    next to its source, which is how mesh names them, is an agent named by its group."""
-    admin = AdminClient(admin_config(settings))
-    topics = existing_topics(admin)
-    listed = admin.list_consumer_groups().result(10)
-    found = []
-    for group in sorted(g.group_id for g in listed.valid):
-        suffix = f".{group}.dlq"
-        sources = tuple(t.removesuffix(suffix) for t in sorted(topics) if t.endswith(suffix))
-        sources = tuple(s for s in sources if s in topics)
-        if not sources:
+    """Without an app: the agents that mesh's topic names reveal, named by their group.
+
+    A dead-letter topic ``{source}.{group}.dlq`` next to an existing ``{source}`` (the
+    longest such prefix) names a group and what it consumes. Topic names are read rather
+    than the broker's group list, which the embedded broker leaves incomplete.
+    """
+    topics = existing_topics(AdminClient(admin_config(settings)))
+    sources: dict[str, list[str]] = {}
+    for name in sorted(topics):
+        if not name.endswith(".dlq"):
             continue
-        retries = tuple(
-            t for t in sorted(topics) for s in sources if t.startswith(f"{s}.{group}.retry.")
+        parts = name.removesuffix(".dlq").split(".")
+        prefixes = (".".join(parts[:n]) for n in range(len(parts) - 1, 0, -1))
+        source = next((p for p in prefixes if p in topics), None)
+        if source is not None:
+            group = name.removesuffix(".dlq")[len(source) + 1 :]
+            sources.setdefault(group, []).append(source)
+    return [
+        AgentInfo(
+            name=group,
+            group_id=group,
+            sources=tuple(consumed),
+            retry_topics=tuple(
+                t for t in sorted(topics) for s in consumed if t.startswith(f"{s}.{group}.retry.")
+            ),
+            dead_letter_topics=tuple(f"{s}.{group}.dlq" for s in consumed),
         )
-        dlqs = tuple(f"{s}{suffix}" for s in sources)
-        found.append(AgentInfo(group, group, sources, retries, dlqs))
-    return found
+        for group, consumed in sorted(sources.items())
+    ]
 
 
 @dataclass(frozen=True)

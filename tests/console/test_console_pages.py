@@ -11,8 +11,10 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from mesh import Settings
 from mesh.console.app import ConsoleOptions
+from mesh.dev.stack import free_port
+from mesh.runtime.status import observed
 from tests.console.support import Shop, console_client, next_event
-from tests.support import running
+from tests.support import read_topic, running
 
 
 def test_the_overview_lists_every_agent_with_its_dead_letters_and_lag(
@@ -55,6 +57,43 @@ def test_a_row_turns_red_when_dead_letters_arrive_and_the_stream_says_so(
             stream.close()
 
     asyncio.run(body())
+
+
+def test_without_an_app_the_overview_finds_mesh_groups_and_reads_the_agents_metrics(
+    shop: Shop, mesh_settings: Settings
+) -> None:
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}/metrics"
+    options = ConsoleOptions(mesh_settings, metrics_urls=[endpoint], refresh_s=0.2)
+    planner = shop.app.group_id("planner")
+
+    async def body() -> None:
+        async with console_client(options) as client:
+            stream = await client.get("/events/overview")
+            while True:  # rates need two scrapes
+                row = _row(await next_event(stream), re.escape(planner))
+                if '<td class="num">-</td>' not in row:
+                    break
+            stream.close()
+            page = await (await client.get("/")).text()
+            assert f'href="/agents/{planner}"' in page
+            assert f'data-agent="{shop.app.group_id("auditor")}"' in page
+            cells = re.findall(r'<td class="num">([^<]*)</td>', row)
+            consumed, handled, failures, waiting, dead, workers = cells
+            assert re.fullmatch(r"\d+\.\d", consumed), consumed  # per second, from /metrics
+            assert re.fullmatch(r"\d+\.\d", handled), handled
+            assert (failures, waiting, dead, workers) == ("0", "0", "0", "1")
+            agent = await (await client.get(f"/agents/{planner}")).text()
+            assert f"group {planner}; settings are known with --app." in agent
+            assert shop.dlq in agent
+
+    with (
+        observed(shop.app, port=port, host="127.0.0.1") as metrics,
+        running(shop.app, metrics=metrics),
+    ):
+        shop.publish("t2")
+        read_topic(mesh_settings.bootstrap_servers, shop.plans.topic(), 1, partitions=3)
+        asyncio.run(body())
 
 
 def test_the_agent_page_shows_its_topics_settings_and_latest_failures(
