@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -18,47 +13,10 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from mesh import Mesh
 from mesh.testing import FAST_GROUP_CONFIG, unique_name
+from mesh.testing import run_app as running
 
-
-@contextmanager
-def running(app: Mesh, agents: list[str] | None = None, **options: Any) -> Iterator[None]:
-    """Serve *app* in a thread for the duration of the block, then stop it gracefully."""
-    stop: asyncio.Event | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    started = threading.Event()
-    errors: list[BaseException] = []
-
-    async def main() -> None:
-        nonlocal stop, loop
-        stop, loop = asyncio.Event(), asyncio.get_running_loop()
-        await app.serve(
-            agents, stop=stop, consumer_config=FAST_GROUP_CONFIG, ready=started.set, **options
-        )
-
-    def target() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            errors.append(exc)
-            started.set()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    assert started.wait(60), "app did not start"
-    if errors:
-        raise errors[0]
-    try:
-        yield
-    finally:
-        assert loop is not None
-        assert stop is not None
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(60)
-        assert not thread.is_alive(), "app did not stop"
-    if errors:
-        raise errors[0]
+__all__ = ["committed_offsets", "header", "read_topic", "running"]
 
 
 def read_topic(

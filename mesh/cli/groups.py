@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from mesh.cli._console import console, err_console
 from mesh.cli._options import AsJson, BootstrapServers, ConfigFile, client_settings
-from mesh.ops.cluster import group_lag
+from mesh.ops.cluster import GroupPartition, group_lag
 
 
 def groups(
@@ -38,19 +38,25 @@ def groups(
     if not rows:
         err_console.print("no consumer group has committed offsets")
         return
-    table = Table("group", "state", "members", "topic", "part", "committed", "end", "lag")
-    for column in table.columns[2:]:
-        column.justify = "right"
-    table.columns[3].justify = "left"
+    by_group: dict[str, list[GroupPartition]] = {}
     for row in rows:
-        table.add_row(
-            escape(row.group),
-            row.state.lower(),
-            str(row.members),
-            escape(row.topic),
-            str(row.partition),
-            "-" if row.committed is None else str(row.committed),
-            str(row.end),
-            str(row.lag),
+        by_group.setdefault(row.group, []).append(row)
+    for name, parts in by_group.items():
+        first = parts[0]
+        console.print(
+            f"[bold]{escape(name)}[/] {first.state.lower()}, {first.members} member(s)",
+            soft_wrap=True,
         )
-    console.print(table)
+        table = Table(
+            Column("topic", overflow="fold"),
+            Column("partition", justify="right"),
+            Column("committed", justify="right"),
+            Column("end", justify="right"),
+            Column("lag", justify="right"),
+        )
+        for part in parts:
+            committed = "-" if part.committed is None else str(part.committed)
+            table.add_row(
+                escape(part.topic), str(part.partition), committed, str(part.end), str(part.lag)
+            )
+        console.print(table)

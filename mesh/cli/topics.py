@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from mesh.cli._console import console
 from mesh.cli._options import AsJson, BootstrapServers, ConfigFile, client_settings
@@ -30,8 +30,11 @@ def topics(
         for info in found:
             print(json.dumps(info.to_json()))
         return
-    table = Table("topic", "partitions", "records")
-    table.columns[1].justify = table.columns[2].justify = "right"
+    table = Table(
+        Column("topic", overflow="fold"),
+        Column("partitions", justify="right"),
+        Column("records", justify="right"),
+    )
     for info in found:
         table.add_row(escape(info.name), str(info.partitions), str(info.records))
     console.print(table)
