@@ -23,8 +23,9 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +69,7 @@ from mesh.runtime.failure import DeadLetterReason
 from mesh.schema.subjects import diff_versions, list_subjects, show_version
 from mesh.serde import Serde
 
-__all__ = ["Console", "ConsoleOptions", "build_app"]
+__all__ = ["Console", "ConsoleOptions", "build_app", "serving"]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,34 @@ def build_app(console: Console) -> web.Application:
     ]
     app.add_routes(routes)
     return app
+
+
+@contextmanager
+def serving(options: ConsoleOptions, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """The console served by a thread of its own for the duration of the block: its URL.
+
+    For a process that does other work meanwhile (a test, a script taking screenshots);
+    ``mesh console`` serves on its main thread instead. Port 0 picks a free one.
+    """
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(build_app(Console(options)))
+
+    async def start() -> tuple[str, int]:
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        bound, chosen = runner.addresses[0][:2]
+        return bound, chosen
+
+    thread = threading.Thread(target=loop.run_forever, name="mesh-console", daemon=True)
+    thread.start()
+    try:
+        bound, chosen = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+        yield f"http://{bound}:{chosen}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

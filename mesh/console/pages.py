@@ -392,7 +392,7 @@ def chain_page(chrome: Chrome, query: str, since: str, found: Trace | None) -> M
         el(
             "label",
             "Correlation id ",
-            el("input", name="id", value=query, required=True, class_="mono"),
+            el("input", name="id", value=query, required=True, size="40", class_="mono"),
         ),
         el("label", " within ", el("input", name="since", value=since, size="4")),
         el("button", "Find"),

@@ -21,8 +21,8 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from mesh import Settings
-from mesh.console.app import ConsoleOptions
-from tests.console.support import Shop, console_server
+from mesh.console.app import ConsoleOptions, serving
+from tests.console.support import Shop
 from tests.support import running
 
 #: How long a step may take on a loaded machine before the test gives up (not a target).
@@ -60,7 +60,7 @@ def test_in_a_browser_an_agent_goes_red_and_its_dead_letter_is_redriven_to_compl
     wait = WebDriverWait(browser, PATIENCE_S)
     options = ConsoleOptions(mesh_settings, app=shop.app, allow_writes=True, refresh_s=0.5)
     planner = (By.CSS_SELECTOR, 'tr[data-agent="planner"]')
-    with console_server(options) as url, running(shop.app):
+    with serving(options) as url, running(shop.app):
         browser.get(url)
         wait.until(ec.text_to_be_present_in_element_attribute(planner, "data-state", "ok"))
 
