@@ -22,7 +22,17 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from mesh.cli._console import console, err_console
-from mesh.config import Settings, load_settings, parse_duration
+from mesh.cli._options import (
+    AsJson,
+    BootstrapServers,
+    ConfigFile,
+    Execute,
+    Limit,
+    RegistryUrl,
+    app_option,
+    client_settings,
+)
+from mesh.config import Settings, parse_duration
 from mesh.dev.loader import load_app
 from mesh.errors import ConfigError, InputError
 from mesh.kafka.clients import admin_config
@@ -69,15 +79,6 @@ class _ReplayGroup(TyperGroup):
 
 app = typer.Typer(cls=_ReplayGroup, invoke_without_command=True, no_args_is_help=False)
 
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Plan and summary as JSON, no progress.")]
-Execute = Annotated[
-    bool, typer.Option("--execute/--dry-run", help="Write to Kafka (default: print the plan).")
-]
-
 
 @app.callback()
 def replay_(
@@ -90,10 +91,7 @@ def replay_(
     dlq: Annotated[
         str | None, typer.Option("--dlq", metavar="AGENT", help="Read AGENT's dead letters.")
     ] = None,
-    app_spec: Annotated[
-        str | None,
-        typer.Option("--app", envvar="MESH_APP", metavar="MODULE:APP", help="App of --dlq."),
-    ] = None,
+    app_spec: Annotated[str | None, app_option("App of --dlq.")] = None,
     from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
     from_offset: Annotated[
         int | None, typer.Option("--from-offset", help="Per partition; -N: N before the end.")
@@ -101,9 +99,7 @@ def replay_(
     from_time: Annotated[
         str | None, typer.Option("--from-time", help="ISO-8601 with zone, or epoch ms.")
     ] = None,
-    from_duration: Annotated[
-        str | None, typer.Option("--from-duration", help="That long ago, e.g. 2h.")
-    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="That long ago, e.g. 2h.")] = None,
     from_group: Annotated[
         str | None, typer.Option("--from-group", help="At this group's committed offsets.")
     ] = None,
@@ -111,9 +107,7 @@ def replay_(
         int | None, typer.Option("--to-offset", help="Per partition, exclusive.")
     ] = None,
     to_time: Annotated[str | None, typer.Option("--to-time", help="Exclusive.")] = None,
-    count: Annotated[
-        int | None, typer.Option("--count", "-n", min=1, help="Stop after N matches.")
-    ] = None,
+    limit: Limit = None,
     follow: Annotated[bool, typer.Option("--follow", help="Keep reading new records.")] = False,
     idle_timeout: Annotated[
         str,
@@ -156,6 +150,8 @@ def replay_(
         str | None, typer.Option("--rate", help="At most N records/s, e.g. 100/s.")
     ] = None,
     as_json: AsJson = False,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     config_file: ConfigFile = None,
 ) -> None:
     """Re-consume history from Kafka and send it to stdout, a topic or an agent, safely.
@@ -168,18 +164,21 @@ def replay_(
     sinks = sum(map(bool, (to_stdout, to_topic, to_agent)))
     if sinks > 1:
         raise InputError("give one sink: --to-stdout, --to-topic or --to-agent")
-    if follow and count is not None:
+    if follow and limit is not None:
         raise InputError(ONE_END)
-    starts = [from_time, from_duration]
+    starts = [from_time, since]
     if sum(v is not None for v in starts) > 1:
         raise InputError(ONE_START)
-    mesh_app, agent_app, settings = _app_settings(app_spec, to_agent, config_file)
+    mesh_app, agent_app = _apps(app_spec, to_agent)
+    settings = client_settings(
+        config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url, app=mesh_app
+    )
     topic, partitions = _source(settings, source, dlq, mesh_app)
     start_ms = None
     if from_time is not None:
         start_ms = parse_time_ms(from_time, option="--from-time")
-    elif from_duration is not None:
-        start_ms = int((time.time() - _seconds(from_duration, "--from-duration")) * 1000)
+    elif since is not None:
+        start_ms = int((time.time() - _seconds(since, "--since")) * 1000)
     start = StartAt(
         beginning=from_beginning, offset=from_offset, time_ms=start_ms, group=from_group
     )
@@ -228,7 +227,7 @@ def replay_(
             plan,
             sink,
             where=where,
-            count=count,
+            count=limit,
             rate_per_s=rate_per_s,
             on_progress=on_progress,
             idle_timeout_s=_seconds(idle_timeout, "--idle-timeout"),
@@ -238,20 +237,15 @@ def replay_(
         raise typer.Exit(1)
 
 
-def _app_settings(
-    app_spec: str | None, to_agent: str | None, config_file: Path | None
-) -> tuple[Mesh | None, Mesh | None, Settings]:
-    """The app of --dlq (--app, else --to-agent's), the app of --to-agent, and settings."""
+def _apps(app_spec: str | None, to_agent: str | None) -> tuple[Mesh | None, Mesh | None]:
+    """The app of --dlq (--app, else --to-agent's), and the app of --to-agent."""
     agent_app = None
     if to_agent is not None:
         if to_agent.count(":") != 2:
             raise InputError(f"--to-agent {to_agent!r}: use MODULE:APP:AGENT")
         agent_app = _load(to_agent.rsplit(":", 1)[0])
     mesh_app = _load(app_spec) if app_spec is not None else agent_app
-    settings = (
-        mesh_app.settings if mesh_app is not None and config_file is None else None
-    ) or load_settings(config_file)
-    return mesh_app, agent_app, settings
+    return mesh_app, agent_app
 
 
 def _load(spec: str) -> Mesh:
@@ -387,6 +381,7 @@ def reset_group(
     ] = None,
     execute: Execute = False,
     as_json: AsJson = False,
+    bootstrap_servers: BootstrapServers = None,
     config_file: ConfigFile = None,
 ) -> None:
     """Move a group's committed offsets, like kafka-consumer-groups --reset-offsets.
@@ -403,7 +398,7 @@ def reset_group(
         by_duration=by_duration,
         from_file=from_file,
     )
-    settings = load_settings(config_file)
+    settings = client_settings(config_file, bootstrap_servers=bootstrap_servers)
     plan = plan_reset(settings, group, to, topics=[parse_source(t) for t in topic or []])
     if export is not None:  # before anything moves: the way back
         export.write_text(plan.before_csv())

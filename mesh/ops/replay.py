@@ -56,9 +56,9 @@ __all__ = [
 OnProgress = Callable[[int, int | None], None]
 
 ONE_START = (
-    "give one start: --from-beginning, --from-offset, --from-time, --from-duration or --from-group"
+    "give one start: --from-beginning, --from-offset, --from-time, --since or --from-group"
 )
-ONE_END = "give one end: --to-offset, --to-time, --count or --follow"
+ONE_END = "give one end: --to-offset, --to-time, --limit or --follow"
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,13 @@ CLIENT_COMMANDS = [
     "dlq list",
     "dlq show",
     "dlq redrive",
+    "replay",
+    "replay reset-group",
 ]
 #: Those that also read or write schemas: each takes --registry-url.
-REGISTRY_COMMANDS = [c for c in CLIENT_COMMANDS if c not in ("topics", "groups")]
+REGISTRY_COMMANDS = [
+    c for c in CLIENT_COMMANDS if c not in ("topics", "groups", "replay reset-group")
+]
 #: Commands that only read: each can print JSON.
 READ_COMMANDS = [
     "publish",
@@ -47,6 +51,7 @@ READ_COMMANDS = [
     "dev status",
     "dlq list",
     "dlq show",
+    "replay",
 ]
 
 
@@ -126,10 +131,13 @@ def test_app_is_always_read_from_mesh_app_too(path: str) -> None:
         assert param.envvar == "MESH_APP", path
 
 
-def test_limits_are_named_limit_everywhere() -> None:
-    for path in ("tail", "dlq list", "dlq redrive"):
+def test_limits_and_look_backs_have_one_name_everywhere() -> None:
+    for path in ("tail", "dlq list", "dlq redrive", "replay"):
         assert "--limit" in _options(path), path
         assert "--count" not in _options(path), path
+    for path in ("trace", "dlq list", "replay"):
+        assert "--since" in _options(path), path
+        assert "--from-duration" not in _options(path), path
 
 
 def test_run_without_an_app_is_a_usage_error(tmp_path: Path) -> None:

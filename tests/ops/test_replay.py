@@ -128,8 +128,8 @@ def test_by_offset(source: Source, cli: Callable[..., Result]) -> None:
     # the last two of each partition; one partition only
     assert _replayed(cli, source.topic, "--from-offset", "-2") == [16, 17, 18, 19]
     assert _replayed(cli, f"{source.topic}:1", "--from-offset", "-2") == [17, 19]
-    assert len(_replayed(cli, source.topic, "--count", "3", "--from-beginning")) == 3
-    assert _replayed(cli, f"{source.topic}:0", "--count", "3") == [0, 2, 4]
+    assert len(_replayed(cli, source.topic, "--limit", "3", "--from-beginning")) == 3
+    assert _replayed(cli, f"{source.topic}:0", "--limit", "3") == [0, 2, 4]
 
 
 def test_by_time_range(source: Source, cli: Callable[..., Result]) -> None:
@@ -154,7 +154,7 @@ def test_by_time_range(source: Source, cli: Callable[..., Result]) -> None:
     # ISO-8601 with a zone; a duration back from now covers them all
     iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(source.ts(15) / 1000))
     assert _replayed(cli, source.topic, "--from-time", iso) == list(range(15, RECORDS))
-    assert _replayed(cli, source.topic, "--from-duration", "2h") == list(range(RECORDS))
+    assert _replayed(cli, source.topic, "--since", "2h") == list(range(RECORDS))
 
 
 def test_by_group(source: Source, cli: Callable[..., Result], mesh_settings: Settings) -> None:
@@ -393,7 +393,7 @@ def test_bad_arguments_exit_2_with_one_line(source: Source, mesh_settings: Setti
 
 def test_raw_format_is_lossless(source: Source, mesh_settings: Settings) -> None:
     result = _mesh(
-        "replay", f"{source.topic}:1", "--count", "1", "--format", "raw", settings=mesh_settings
+        "replay", f"{source.topic}:1", "--limit", "1", "--format", "raw", settings=mesh_settings
     )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
