@@ -55,9 +55,7 @@ __all__ = [
 #: Progress callback: (records read so far, records in the plan or None when following).
 OnProgress = Callable[[int, int | None], None]
 
-ONE_START = (
-    "give one start: --from-beginning, --from-offset, --from-time, --since or --from-group"
-)
+ONE_START = "give one start: --from-beginning, --from-offset, --from-time, --since or --from-group"
 ONE_END = "give one end: --to-offset, --to-time, --limit or --follow"
 
 
