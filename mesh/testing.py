@@ -11,7 +11,7 @@ The registry is ``MESH_REGISTRY_URL`` when set, otherwise a ``mesh registry serv
 process on the session's broker. Topic names are unique per test, so tests never
 share state even on a shared cluster.
 
-The kit for testing an app's agents (``pip install 'mesh[test]'``):
+The kit for testing an app's agents (``pip install 'mesh-agents[test]'``):
 
 - ``mesh_run`` (fixture): ``with mesh_run(app) as running:`` serves *app* in this
   process on the session's broker and registry, with group settings that make it take

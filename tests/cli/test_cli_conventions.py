@@ -4,6 +4,8 @@ columns, and a connection error that names the address and what to do."""
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -208,3 +210,38 @@ def test_an_unreachable_registry_is_one_line_naming_the_url(
         "start the dev stack with `mesh dev up`, or name a running registry with "
         "--registry-url (or MESH_REGISTRY_URL, or registry_url in mesh.toml)"
     ), line
+
+
+def test_a_silent_broker_is_given_up_within_5_s_with_a_spinner_on_a_terminal(
+    project: Path,
+) -> None:
+    """A port that accepts and never answers: librdkafka alone would wait its own time-out."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        leader, follower = os.openpty()
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "topics", "-b", address],
+            cwd=project,
+            env={**environ, "TERM": "xterm", "COLUMNS": "200"},
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+        )
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(leader)
+        assert proc.wait(60) == 1
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    assert f"connecting to Kafka at {address}…" in text
+    assert f"error: cannot reach the Kafka broker at {address} within 5 s (" in text
