@@ -163,6 +163,7 @@ class Sampler:
         if self._probe is None:
             self._probe = Consumer(reader_config(self._settings, "console"))
         lows, ends = watermarks(self._settings, self._probe, every, timeout_s=10)
+        self._probe.unassign()  # the probe may be left assigned: stop it fetching meanwhile
         now = time.monotonic()
         samples = {}
         for agent in agents:

@@ -63,12 +63,17 @@ def test_in_a_browser_an_agent_goes_red_and_its_dead_letter_is_redriven_to_compl
     with serving(options) as url, running(shop.app):
         browser.get(url)
         wait.until(ec.text_to_be_present_in_element_attribute(planner, "data-state", "ok"))
+        body = browser.find_element(By.TAG_NAME, "body")
+        body.send_keys("L")  # dark, then light again
+        assert browser.find_element(By.TAG_NAME, "html").get_attribute("data-theme") == "dark"
+        browser.find_element(By.ID, "theme").click()
+        assert browser.find_element(By.TAG_NAME, "html").get_attribute("data-theme") == "light"
 
         chain = shop.publish("t1")  # the planner fails on it, retries, dead-letters it
         wait.until(ec.text_to_be_present_in_element_attribute(planner, "data-state", "alert"))
         assert "new dead letter" in browser.find_element(*planner).text
 
-        browser.find_element(By.TAG_NAME, "body").send_keys("/")  # the search, by keyboard
+        body.send_keys("/")  # the search, by keyboard
         search = browser.switch_to.active_element
         assert search.get_attribute("id") == "search"
         search.send_keys(chain.correlation_id, Keys.ENTER)

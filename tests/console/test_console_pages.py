@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
@@ -194,6 +195,12 @@ def test_the_topics_page_lists_topics_and_a_topic_streams_its_records(
             assert "&quot;steps&quot;: [" in event
             assert "test.console.PlanReady" in event
             stream.close()
+            an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+            since = await client.get(
+                f"/events/topics/{failed.plans.topic()}", params={"time": an_hour_ago}
+            )
+            assert "test.console.PlanReady" in await next_event(since)
+            since.close()
             later = await client.get(f"/events/topics/{failed.plans.topic()}?offset=5")
             assert later.status == 200
             later.close()

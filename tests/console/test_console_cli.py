@@ -1,0 +1,64 @@
+"""``mesh console`` as a user starts it: a process on 127.0.0.1 that prints its URL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from mesh import Settings
+from mesh.dev.stack import free_port
+
+
+def test_mesh_console_listens_on_localhost_by_default_and_prints_its_url(
+    mesh_settings: Settings,
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "MESH_BOOTSTRAP_SERVERS": mesh_settings.bootstrap_servers,
+        "MESH_REGISTRY_URL": mesh_settings.registry_url,
+    }
+    env.pop("MESH_APP", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mesh", "console", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert f"mesh console on http://127.0.0.1:{port}/ (read-only;" in line
+        answer = _get_when_listening(f"http://127.0.0.1:{port}/")
+        assert answer.status_code == 200
+        assert "every mesh group on the cluster" in answer.text
+        assert "read-only" in answer.text
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_mesh_console_refuses_auth_without_a_password() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mesh", "console", "--auth", "just-a-user"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--auth: use USER:PASSWORD" in result.stderr
+
+
+def _get_when_listening(url: str) -> httpx.Response:
+    """The answer to GET *url*, once the server listens (it prints its URL first)."""
+    for _ in range(600):
+        try:
+            return httpx.get(url, timeout=30)
+        except httpx.ConnectError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {url}")
