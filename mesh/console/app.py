@@ -176,7 +176,10 @@ class Console:
     async def run(self, session: aiohttp.ClientSession) -> None:
         """Refresh the snapshot for as long as the server runs."""
         while True:
-            await self.refresh(session)
+            try:
+                await self.refresh(session)
+            except Exception:  # a surprise must not freeze the overview for good
+                log.exception("console: refreshing the overview failed")
             interval = self.options.refresh_s if self.watched() else self.options.idle_s
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -365,14 +368,15 @@ async def overview(request: web.Request) -> web.Response:
     console = request.app[CONSOLE]
     console.viewed()
     snapshot = console.snapshot or await console.refresh(request.app[SESSION])
-    return _page(
-        console, pages.overview_page(console.chrome, console.rows(snapshot), snapshot.error)
-    )
+    errors = [snapshot.error] if snapshot.error else []
+    errors += [f"{url}: {why}" for url, why in console.scraper.errors.items()]
+    return _page(console, pages.overview_page(console.chrome, console.rows(snapshot), errors))
 
 
 async def overview_events(request: web.Request) -> web.StreamResponse:
     """The overview's table body each time the counts are refreshed."""
     console = request.app[CONSOLE]
+    console.viewed()
 
     async def bodies() -> AsyncGenerator[tuple[str, Markup]]:
         console.watchers += 1

@@ -32,7 +32,6 @@ class AgentRates:
     totals: dict[str, float] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
     workers: int = 0
-    partitions: int = 0
 
 
 class Scraper:
@@ -40,7 +39,7 @@ class Scraper:
 
     def __init__(self, urls: Sequence[str]) -> None:
         self.urls = list(urls)
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # url -> why its last scrape failed
         self._previous: tuple[float, dict[str, dict[str, float]]] | None = None
 
     async def scrape(self, session: aiohttp.ClientSession) -> dict[str, AgentRates]:
@@ -90,5 +89,3 @@ def _add(found: dict[str, AgentRates], text: str) -> None:
                 key = "handled" if sample.labels.get("outcome") == "ok" else "failed"
             if key is not None:
                 rates.totals[key] = rates.totals.get(key, 0.0) + sample.value
-            elif sample.name == "mesh_assigned_partitions":
-                rates.partitions += int(sample.value)

@@ -230,7 +230,7 @@ def overview_rows(rows: Sequence[OverviewRow]) -> Markup:
     return join(out)
 
 
-def overview_page(chrome: Chrome, rows: Sequence[OverviewRow], error: str | None) -> Markup:
+def overview_page(chrome: Chrome, rows: Sequence[OverviewRow], errors: Sequence[str]) -> Markup:
     head = el(
         "tr",
         [
@@ -253,7 +253,7 @@ def overview_page(chrome: Chrome, rows: Sequence[OverviewRow], error: str | None
         "Overview",
         "/",
         el("h1", "Agents"),
-        el("p", error, class_="error", role="alert") if error else None,
+        [el("p", error, class_="error", role="alert") for error in errors],
         el(
             "table",
             el("thead", head),
@@ -504,7 +504,6 @@ def _timeline(found: Trace) -> Markup:
                 height="12",
                 class_=f"mark-{kind}",
             ),
-            viewBox=None,
             width="100%",
             height="16",
             role="img",

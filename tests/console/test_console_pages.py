@@ -65,7 +65,8 @@ def test_without_an_app_the_overview_finds_mesh_groups_and_reads_the_agents_metr
 ) -> None:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/metrics"
-    options = ConsoleOptions(mesh_settings, metrics_urls=[endpoint], refresh_s=0.2)
+    gone = f"http://127.0.0.1:{free_port()}/metrics"  # a worker that stopped
+    options = ConsoleOptions(mesh_settings, metrics_urls=[endpoint, gone], refresh_s=0.2)
     planner = shop.app.group_id("planner")
 
     async def body() -> None:
@@ -78,6 +79,7 @@ def test_without_an_app_the_overview_finds_mesh_groups_and_reads_the_agents_metr
             stream.close()
             page = await (await client.get("/")).text()
             assert f'href="/agents/{planner}"' in page
+            assert f'<p class="error" role="alert">{gone}: ' in page
             assert f'data-agent="{shop.app.group_id("auditor")}"' in page
             cells = re.findall(r'<td class="num">([^<]*)</td>', row)
             consumed, handled, failures, waiting, dead, workers = cells
