@@ -29,25 +29,29 @@ from tests.support import running
 PATIENCE_S = 60
 
 
-def require(binary: str) -> str:
-    """The path of *binary*; a skip on a developer machine without it, a failure in CI."""
-    found = shutil.which(binary)
-    if found is None:
-        message = f"{binary} is not installed (Debian package; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+def require(*names: str, path: str | None = None) -> str:
+    """The first of *names* installed (on PATH, or in *path*); a skip on a developer
+    machine without any, a failure in CI."""
+    for name in names:
+        found = shutil.which(name) or (path and shutil.which(name, path=path))
+        if found:
+            return found
+    message = f"{' or '.join(names)} is not installed (Debian package; .ci/run installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
-    options.binary_location = require("chromium")
+    # Debian's chromium (.ci/run), or the Chrome that GitHub's Ubuntu runners carry.
+    options.binary_location = require("chromium", "google-chrome")
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         options.add_argument(argument)
     options.add_argument("--window-size=1400,900")
-    driver = webdriver.Chrome(options=options, service=Service(require("chromedriver")))
+    driver_path = require("chromedriver", path=os.environ.get("CHROMEWEBDRIVER"))
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
     try:
         yield driver
     finally:
