@@ -73,6 +73,10 @@ _POLL_S = 0.05  # longest poll; bounds how late the outbox and retry timers are 
 #: librdkafka drop what it prefetched, so short waits (fast handlers) must not pause;
 #: long ones (slow handlers) must, so polling can go on serving rebalances.
 _HOLD_S = 0.5
+#: Stored offsets are committed this soon (the auto-commit interval is only a backstop):
+#: a restart then redelivers little, and a slow agent's progress shows in its group's
+#: offsets within this. At most one commit request per interval, none when idle.
+_COMMIT_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +103,15 @@ class WorkerOptions:
 class _Partition:
     """Bookkeeping of one assigned partition; dropped (and marked revoked) when released."""
 
-    __slots__ = ("closing", "full", "offsets", "revoked", "unacked")
+    __slots__ = ("closing", "full", "offsets", "revoked", "unacked", "waiting")
 
     def __init__(self) -> None:
         self.offsets = PartitionOffsets()
         self.unacked = 0  # started and not yet finished (handler or deliveries pending)
+        self.waiting = 0  # received, not started: behind a busy key, or for a free slot
         self.closing = False  # being released: start nothing new
         self.revoked = False  # released: late completions are ignored
-        self.full = False  # paused: its uncommitted window reached max_uncommitted
+        self.full = False  # paused: see AgentWorker._crowded
 
 
 class _Job:
@@ -155,8 +160,13 @@ class AgentWorker:
         self._dispatched = 0
         self._released = 0
         self._room = threading.Event()  # cleared by the poll thread when the loop is full
+        # Handlers run at most `concurrency` at once; twice as many records are buffered,
+        # so that records waiting behind a busy key never leave a handler slot idle.
+        self._buffer = 2 * options.concurrency
         # A full loop takes records again once this few are in flight.
-        self._resume_at = options.concurrency - max(options.concurrency // 10, 1)
+        self._resume_at = self._buffer - max(self._buffer // 10, 1)
+        self._running = 0  # handlers started and not returned
+        self._ready: deque[_Job] = deque()  # free to start (their key is idle), no slot yet
         self._dirty: set[TP] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._stopping = threading.Event()
@@ -168,6 +178,8 @@ class AgentWorker:
         self._parked = Parking(self._consumer, due_at_ms)
         self._polled: list[Message] = []  # polled, not yet handed to the loop
         self._held = False
+        self._stored = False  # offsets stored since the last commit
+        self._commit_due = 0.0
         self._full: set[TP] = set()  # paused because their uncommitted window is full
         self._fatal: BaseException | None = None
 
@@ -225,7 +237,7 @@ class AgentWorker:
             loop.call_soon_threadsafe(self._fail, exc)
 
     def _poll_until_stopped(self) -> None:
-        consumer, limit = self._consumer, self.options.concurrency
+        consumer, limit = self._consumer, self._buffer
         metrics = self._metrics
         while not self._stopping.is_set():
             metrics.polling()
@@ -258,7 +270,7 @@ class AgentWorker:
         return self._dispatched - self._released
 
     def _wait_for_room(self) -> None:
-        """The loop holds ``concurrency`` records: wait until it finished a tenth of them.
+        """The loop holds its buffer of records: wait until it finished a tenth of them.
 
         Taking nothing meanwhile bounds memory; pausing only when the wait lasts keeps
         librdkafka's prefetched records, which a pause would drop, for fast handlers.
@@ -296,30 +308,41 @@ class AgentWorker:
         self._metrics.paused_partitions(len(partitions) if held else 0)
 
     def _apply_outbox(self) -> None:
-        """Run the consumer calls the loop asked for (store offsets)."""
+        """Run the consumer calls the loop asked for (store offsets), then commit what was
+        stored if the last commit is ``_COMMIT_S`` old."""
         while self._outbox:
             call = self._outbox.popleft()
             try:
                 call(self._consumer)
             except KafkaException as exc:  # e.g. a partition revoked meanwhile
                 log.debug("agent %s: %s", self.options.agent, exc)
+        if self._stored and time.monotonic() >= self._commit_due:
+            self._stored = False
+            self._commit_due = time.monotonic() + _COMMIT_S
+            with contextlib.suppress(KafkaException):  # nothing new, or between generations
+                self._consumer.commit(asynchronous=True)
 
-    def _pause_full(self, tp: TP, consumer: Consumer) -> None:
-        """Stop fetching *tp* while its uncommitted window is full (poll thread)."""
+    def _store(self, offsets: list[TopicPartition], consumer: Consumer) -> None:
+        consumer.store_offsets(offsets=offsets)
+        self._stored = True
+
+    def _pause_full(self, tp: TP, window: bool, consumer: Consumer) -> None:
+        """Stop fetching *tp* while it is crowded (poll thread); *window*: because of its
+        uncommitted window, which an operator should hear about."""
         self._full.add(tp)
         consumer.pause([TopicPartition(*tp)])
-        log.warning(
-            "agent %s: %s:%d paused: %d events past its committed offset wait for the oldest",
-            self.options.agent,
-            *tp,
-            self.options.max_uncommitted,
-        )
+        if window:
+            log.warning(
+                "agent %s: %s:%d paused: %d events past its committed offset wait for the oldest",
+                self.options.agent,
+                *tp,
+                self.options.max_uncommitted,
+            )
 
     def _resume_full(self, tp: TP, consumer: Consumer) -> None:
         self._full.discard(tp)
         if not self._held and tp not in self._parked:
             consumer.resume([TopicPartition(*tp)])
-        log.info("agent %s: %s:%d resumed", self.options.agent, *tp)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         loop = self._loop
@@ -382,7 +405,6 @@ class AgentWorker:
     def _accept(self, batch: Sequence[Message]) -> None:
         skipped = 0
         consumed = self._metrics.consumed
-        window = self.options.max_uncommitted
         for msg in batch:
             error = msg.error()
             if error is not None:
@@ -395,10 +417,6 @@ class AgentWorker:
                 skipped += 1  # released while in transit: the next owner reads it again
                 continue
             part.offsets.add(msg.offset())
-            if part.offsets.window >= window and not part.full:
-                part.full = True
-                tp = (msg.topic(), msg.partition())
-                self._outbox.append(functools.partial(self._pause_full, tp))
             consumed(msg.topic())
             job = _Job(msg, part)
             key = msg.key()
@@ -406,16 +424,56 @@ class AgentWorker:
                 lane_key = (msg.topic(), key)
                 lane = self._lanes.get(lane_key)
                 if lane is not None:
+                    part.waiting += 1
                     lane.append(job)
+                    self._check_crowded(part, msg)
                     continue
                 self._lanes[lane_key] = deque()
             self._start(job)
+            self._check_crowded(part, msg)
         if skipped:
             self._release(skipped)
         self._metrics.in_flight(self._in_flight())
         self.flush_offsets()
 
+    def _check_crowded(self, part: _Partition, msg: Message) -> None:
+        """Pause the partition of *msg* once it is crowded (see :meth:`_crowded`)."""
+        if not part.full and self._crowded(part):
+            part.full = True
+            window = part.offsets.window >= self.options.max_uncommitted
+            tp = (msg.topic(), msg.partition())
+            self._outbox.append(functools.partial(self._pause_full, tp, window))
+
+    def _crowded(self, part: _Partition) -> bool:
+        """Too much of the partition is held: its uncommitted window reached
+        ``max_uncommitted`` (one hung event), or ``concurrency`` of its events wait to
+        start (busy keys). The latter keeps one partition's keys from filling the buffer
+        while other partitions' idle keys could run."""
+        return (
+            part.offsets.window >= self.options.max_uncommitted
+            or part.waiting >= self.options.concurrency
+        )
+
+    def _check_relaxed(self, part: _Partition, msg: Message) -> None:
+        """Resume the partition of *msg* once it has room again (half of each bound)."""
+        options = self.options
+        if (
+            part.full
+            and not part.revoked
+            and part.offsets.window <= options.max_uncommitted // 2
+            and part.waiting <= options.concurrency // 2
+        ):
+            part.full = False
+            tp = (msg.topic(), msg.partition())
+            self._outbox.append(functools.partial(self._resume_full, tp))
+
     def _start(self, job: _Job) -> None:
+        """Run *job*'s handler, or queue it until one of the ``concurrency`` slots frees."""
+        if self._running >= self.options.concurrency:
+            job.part.waiting += 1
+            self._ready.append(job)
+            return
+        self._running += 1
         job.part.unacked += 1
         task = self._loop.create_task(self._handle(job))  # type: ignore[union-attr]
         self._tasks.add(task)
@@ -710,28 +768,39 @@ class AgentWorker:
             self._dead_letter(job, ErrorKind.FATAL, error, attempt=job.attempt, reason=reason)
 
     def _drop_queued(self) -> None:
-        """Events queued behind a key of a closing partition never started: drop them."""
-        for lane in self._lanes.values():
-            if any(job.part.closing for job in lane):
-                kept = [job for job in lane if not job.part.closing]
-                lane.clear()
-                lane.extend(kept)
+        """Events of a closing partition that never started (queued behind their key, or
+        for a slot): drop them."""
+        for queue in (*self._lanes.values(), self._ready):
+            if any(job.part.closing for job in queue):
+                kept = [job for job in queue if not job.part.closing]
+                queue.clear()
+                queue.extend(kept)
 
     def _release_lane(self, job: _Job) -> None:
-        """The handler of *job* returned: start the next event of the same key, if any."""
+        """The handler of *job* returned: its slot goes to the next event of the same key,
+        if any, else to the event that waited longest for a slot."""
+        self._running -= 1
         key = job.msg.key()
-        if key is None:
-            return
-        lane_key = (job.msg.topic(), key)
-        lane = self._lanes.get(lane_key)
-        if lane is None:
-            return
-        while lane:
-            nxt = lane.popleft()
+        lane = None if key is None else self._lanes.get((job.msg.topic(), key))
+        if lane is not None:
+            while lane:
+                nxt = lane.popleft()
+                if not nxt.part.closing:
+                    self._unqueue(nxt)
+                    break
+            else:
+                del self._lanes[(job.msg.topic(), key)]
+        ready = self._ready
+        while ready and self._running < self.options.concurrency:
+            nxt = ready.popleft()
             if not nxt.part.closing:
-                self._start(nxt)
-                return
-        del self._lanes[lane_key]
+                self._unqueue(nxt)
+
+    def _unqueue(self, job: _Job) -> None:
+        """Start *job*, which waited behind its key or for a slot."""
+        job.part.waiting -= 1
+        self._start(job)
+        self._check_relaxed(job.part, job.msg)
 
     def _finish(self, job: _Job) -> None:
         part = job.part
@@ -740,11 +809,8 @@ class AgentWorker:
         part.unacked -= 1
         self._release(1)
         if part.offsets.complete(job.msg.offset()):
-            tp = (job.msg.topic(), job.msg.partition())
-            self._dirty.add(tp)
-            if part.full and part.offsets.window <= self.options.max_uncommitted // 2:
-                part.full = False
-                self._outbox.append(functools.partial(self._resume_full, tp))
+            self._dirty.add((job.msg.topic(), job.msg.partition()))
+            self._check_relaxed(part, job.msg)
 
     def _release(self, count: int) -> None:
         """*count* records left the loop: wake the poll thread if it waits for room."""
@@ -768,7 +834,7 @@ class AgentWorker:
                 stored.append(TopicPartition(tp[0], tp[1], part.offsets.committable))
         self._dirty.clear()
         if stored:
-            self._outbox.append(functools.partial(_store, stored))
+            self._outbox.append(functools.partial(self._store, stored))
 
     async def _drain(self, tps: set[TP]) -> None:
         """Stop *tps*, give their started events time to finish, store their offsets."""
@@ -808,7 +874,3 @@ def _cancelled_by_mesh() -> bool:
     """
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _store(offsets: list[TopicPartition], consumer: Consumer) -> None:
-    consumer.store_offsets(offsets=offsets)
