@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -77,6 +77,10 @@ _HOLD_S = 0.5
 #: a restart then redelivers little, and a slow agent's progress shows in its group's
 #: offsets within this. At most one commit request per interval, none when idle.
 _COMMIT_S = 0.1
+#: Async handlers past their timeout are cancelled at most this late. A sweep over the
+#: running handlers costs a dict entry per event; asyncio.timeout() per call (a timer
+#: handle, a context manager, a coroutine frame) cost a quarter of a fast agent's time.
+_SWEEP_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +173,11 @@ class AgentWorker:
         self._ready: deque[_Job] = deque()  # free to start (their key is idle), no slot yet
         self._dirty: set[TP] = set()
         self._tasks: set[asyncio.Future[None]] = set()
+        # Async handlers with a time limit: task -> loop time it expires; the expired ones
+        # cancelled by the sweep (their CancelledError is a timeout, not a shutdown).
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._next_sweep = 0.0
         self._stopping = threading.Event()
         self._closed = False
         self._poll_thread: threading.Thread | None = None
@@ -530,13 +539,14 @@ class AgentWorker:
             span = tracer.start(options.agent, topic, msg.partition(), msg.offset(), envelope)
         started = time.perf_counter()
         try:
-            if options.is_async and options.timeout_s is None:  # the common case, inlined
-                result = await options.handler(event, ctx)
+            if options.is_async:  # the common case, inlined
+                call = options.handler(event, ctx)
+                result = await (call if options.timeout_s is None else self._limited(call))
             else:
                 result = await self._invoke(event, ctx)
         except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and _cancelled_by_mesh():
-                raise  # shutdown: the record stays unfinished and is consumed again
+            if isinstance(exc, asyncio.CancelledError):
+                exc = self._cancellation(exc)
             ctx._finish()
             self._release_lane(job)
             timed_out = isinstance(exc, TimeoutError)
@@ -616,6 +626,45 @@ class AgentWorker:
             wanted = Envelope.event_type_of(msg.headers())
             model = next((m for m in models if m.event_type() == wanted), model)
         return self._serde.decode(msg.value(), model)
+
+    async def _limited(self, call: Coroutine[Any, Any, Any]) -> Any:
+        """Await an async handler's *call* under the agent's timeout (see :meth:`_sweep`)."""
+        timeout_s = self.options.timeout_s
+        assert timeout_s is not None
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines[task] = task.get_loop().time() + timeout_s
+        try:
+            return await call
+        finally:
+            del self._deadlines[task]
+
+    def _cancellation(self, exc: asyncio.CancelledError) -> BaseException:
+        """What a handler's CancelledError means: a timeout (the sweep cancelled it), mesh
+        shutting down (raised again: the record is consumed again after the restart), or
+        the handler's own failure."""
+        task = asyncio.current_task()
+        assert task is not None
+        if task in self._expired:
+            self._expired.discard(task)
+            task.uncancel()
+            return TimeoutError(f"handler took over {self.options.timeout_s}s")
+        if _cancelled_by_mesh():
+            raise exc
+        return exc
+
+    def _sweep(self) -> None:
+        """Cancel the async handlers past their timeout (every ``_SWEEP_S`` at most)."""
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        if now < self._next_sweep or not self._deadlines:
+            return
+        self._next_sweep = now + _SWEEP_S
+        for task, deadline in self._deadlines.items():
+            if deadline <= now and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
 
     async def _invoke(self, event: Event, ctx: Context) -> Any:
         options = self.options
@@ -825,6 +874,7 @@ class AgentWorker:
         librdkafka commits stored offsets every ``auto.commit.interval.ms`` and on revoke.
         """
         self._publisher.poll(0)
+        self._sweep()
         if not self._dirty:
             return
         stored = []

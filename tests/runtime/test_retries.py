@@ -529,3 +529,39 @@ def test_a_schema_id_the_registry_does_not_know_yet_is_retried_not_dead_lettered
 
     assert done.key() == b"late"
     assert Serde.from_settings(mesh_settings).decode(done.value(), Done).attempt == 2
+
+
+def test_an_async_handler_past_its_timeout_is_cancelled_retried_and_dead_lettered(
+    make_app: Callable[..., Mesh], mesh_settings: Settings
+) -> None:
+    Job, Done = types()
+    app = make_app(Job, Done)
+    cancelled: list[int] = []
+
+    @app.agent(
+        "slow", consumes=Job, timeout="300ms", retry=RetryPolicy(attempts=2, initial_delay="200ms")
+    )
+    async def slow(event: Job, ctx: Context) -> Done:
+        if event.n == 1:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.append(ctx.attempt)
+                raise
+        return Done(job_id=event.job_id, attempt=ctx.attempt)
+
+    group = app.group_id("slow")
+    with running(app):
+        app.publish(Job(job_id="stuck", n=1))
+        app.publish(Job(job_id="fine", n=2))
+        [done] = read_topic(mesh_settings.bootstrap_servers, Done.topic(), 1, partitions=3)
+        [dead] = read_topic(
+            mesh_settings.bootstrap_servers, f"{Job.topic()}.{group}.dlq", 1, partitions=3
+        )
+
+    assert done.key() == b"fine"
+    assert cancelled == [1, 2]
+    assert header(dead, h.ERROR_KIND) == "timeout"
+    assert header(dead, h.EXCEPTION_CLASS) == "TimeoutError"
+    assert header(dead, h.EXCEPTION_MESSAGE) == "handler took over 0.3s"
+    assert header(dead, h.ATTEMPT) == "2"
