@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner, Result
 
 import mesh.cli
 from mesh import Settings
 from mesh.testing import FAST_GROUP_CONFIG, unique_name
+from tests.support import committed_offsets
 
 SIZES = (10, 20, 30)  # records per partition
 COMMITTED = (5, 10, 15)
@@ -76,10 +77,7 @@ def mesh_cli(
 
 
 def _committed(admin: AdminClient, group: str, topic: str) -> list[int]:
-    (future,) = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
-    found = {
-        tp.partition: tp.offset for tp in future.result().topic_partitions if tp.topic == topic
-    }
+    found = committed_offsets(admin, group, topic)
     return [found[p] for p in range(len(SIZES))]
 
 
