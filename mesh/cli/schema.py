@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mesh.cli._console import console, err_console
+from mesh.cli._options import ConfigFile, RegistryUrl, app_option, client_settings
 from mesh.config import Settings, load_settings, redact_url
 from mesh.dev.loader import import_from_cwd, load_app
 from mesh.errors import InputError, SchemaError
@@ -55,12 +56,7 @@ _DirOption = Annotated[
 ]
 _AppOption = Annotated[
     str | None,
-    typer.Option(
-        "--app",
-        metavar="MODULE:APP",
-        help="The app whose event types name the subjects "
-        '(default: app = "..." in mesh.toml, or MESH_APP).',
-    ),
+    app_option('The app whose event types name the subjects (default: app = "..." in mesh.toml).'),
 ]
 _ModuleOption = Annotated[
     list[str] | None,
@@ -70,10 +66,7 @@ _ModuleOption = Annotated[
         help="Module or package whose event types count too (repeatable).",
     ),
 ]
-_ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-]
+_ConfigOption = ConfigFile
 
 
 @app.command("gen")
@@ -217,13 +210,14 @@ def register(
     schema_dir: _DirOption = None,
     app_spec: _AppOption = None,
     modules: _ModuleOption = None,
+    registry_url: RegistryUrl = None,
     config_file: _ConfigOption = None,
 ) -> None:
     """Register every .avsc whose subject does not hold it yet (dependencies first).
 
     A dry run unless --execute. Subjects are named as `mesh schema check` names them.
     """
-    settings = load_settings(config_file)
+    settings = _registry_settings(config_file, registry_url)
     project = _project(settings, app_spec, modules, schema_dir)
     schemas = read_schema_dir(project.schema_dir)
     style = {"unchanged": "dim", "registered": "green", "would register": "yellow"}
@@ -248,10 +242,10 @@ def register(
 
 
 @app.command("list")
-def list_(config_file: _ConfigOption = None) -> None:
+def list_(registry_url: RegistryUrl = None, config_file: _ConfigOption = None) -> None:
     """Every subject in the registry with its live versions."""
     table = Table("subject", "versions", "latest id", box=None)
-    for info in list_subjects(_client(load_settings(config_file))):
+    for info in list_subjects(_client(_registry_settings(config_file, registry_url))):
         versions = ", ".join(map(str, info.versions))
         table.add_row(escape(info.subject), versions, str(info.latest_id))
     console.print(table)
@@ -263,10 +257,12 @@ def show(
     version: Annotated[
         int | None, typer.Option("--version", "-v", min=1, help="Version (default: latest).")
     ] = None,
+    registry_url: RegistryUrl = None,
     config_file: _ConfigOption = None,
 ) -> None:
     """Print one version of SUBJECT: its id, references and schema."""
-    registered = show_version(_client(load_settings(config_file)), subject, version)
+    settings = _registry_settings(config_file, registry_url)
+    registered = show_version(_client(settings), subject, version)
     console.print(
         f"{escape(subject)} version {registered.version} (id {registered.schema_id})",
         soft_wrap=True,
@@ -285,10 +281,11 @@ def diff(
     to_version: Annotated[
         int | None, typer.Option("--to", min=1, help="Newer version (default: the latest).")
     ] = None,
+    registry_url: RegistryUrl = None,
     config_file: _ConfigOption = None,
 ) -> None:
     """Field by field, how two versions of SUBJECT differ."""
-    client = _client(load_settings(config_file))
+    client = _client(_registry_settings(config_file, registry_url))
     old, new, differences = diff_versions(client, subject, from_version, to_version)
     console.print(f"{escape(subject)}: version {old} -> version {new}", soft_wrap=True)
     for line in differences or ["no differences"]:
@@ -396,6 +393,13 @@ def _no_base(*, allow: bool) -> None:
     if not allow and os.environ.get("CI", "").lower() in ("true", "1", "yes"):
         raise InputError(f"{message}; --allow-no-base passes anyway (CI is set)")
     err_console.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def _registry_settings(config_file: Path | None, registry_url: str | None) -> Settings:
+    """Settings for a command that talks to the registry only (never to Kafka): the
+    registry found as every client command finds it (the running dev stack too), checked
+    to answer."""
+    return client_settings(config_file, registry_url=registry_url, broker=False, registry=True)
 
 
 def _client(settings: Settings) -> SchemaRegistryClient:

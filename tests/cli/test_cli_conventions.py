@@ -39,9 +39,14 @@ CLIENT_COMMANDS = [
     "replay",
     "replay reset-group",
 ]
-#: Those that also read or write schemas: each takes --registry-url.
+#: Those that also read or write schemas: each takes --registry-url. The schema commands
+#: that talk to a registry talk to nothing else, so they take no -b.
 REGISTRY_COMMANDS = [
-    c for c in CLIENT_COMMANDS if c not in ("topics", "groups", "replay reset-group")
+    *(c for c in CLIENT_COMMANDS if c not in ("topics", "groups", "replay reset-group")),
+    "schema register",
+    "schema list",
+    "schema show",
+    "schema diff",
 ]
 #: Commands that only read: each can print JSON.
 READ_COMMANDS = [
@@ -124,9 +129,7 @@ def test_every_read_command_prints_json(path: str) -> None:
     assert "--json" in _options(path)
 
 
-@pytest.mark.parametrize(
-    "path", [" ".join(p) for p in _commands() if p and p[0] not in ("schema", "console")]
-)
+@pytest.mark.parametrize("path", [" ".join(p) for p in _commands() if p])
 def test_app_is_always_read_from_mesh_app_too(path: str) -> None:
     apps = [p for p in _command(path).params if "--app" in p.opts or p.name == "app_spec"]
     for param in apps:
@@ -210,6 +213,19 @@ def test_an_unreachable_registry_is_one_line_naming_the_url(
         "start the dev stack with `mesh dev up`, or name a running registry with "
         "--registry-url (or MESH_REGISTRY_URL, or registry_url in mesh.toml)"
     ), line
+
+
+@pytest.mark.parametrize(
+    "args", [["schema", "list"], ["schema", "show", "x-value"], ["schema", "register"]]
+)
+def test_a_schema_command_names_the_registry_it_could_not_reach(
+    project: Path, args: list[str]
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = _mesh(*args, "--registry-url", dead, cwd=project, MESH_APP="conv_events:app")
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot reach the schema registry at {dead} ("), line
 
 
 def test_a_silent_broker_is_given_up_within_5_s_with_a_spinner_on_a_terminal(
