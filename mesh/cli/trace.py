@@ -1,4 +1,4 @@
-"""``mesh trace CORRELATION_ID``: one chain as a tree, from Kafka alone (:mod:`mesh.ops.trace`)."""
+"""``mesh trace ID``: one chain as a tree, from Kafka alone (:mod:`mesh.ops.trace`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,13 @@ __all__ = ["trace_"]
 
 def trace_(
     *,
-    correlation_id: Annotated[str, typer.Argument(help="The chain's mesh.correlation-id.")],
+    ident: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="The chain's mesh.correlation-id, or the mesh.event-id of any of its events.",
+        ),
+    ],
     since: Annotated[str, typer.Option("--since", help="How far back to look, e.g. 2h.")] = "24h",
     app_spec: Annotated[
         str | None, app_option("Search this app's event, retry and dead-letter topics.")
@@ -45,9 +51,9 @@ def trace_(
 ) -> None:
     """Show one chain of events as a tree, with its retries and dead letters.
 
-    Each event's agent, type, time and step latency, linked by causation id. Searches
-    the topics of --app and those matching --topic; with neither, every topic on the
-    cluster not starting with "_".
+    ID is the chain's correlation id or the id of any of its events. Each event's agent,
+    type, time and step latency, linked by causation id. Searches the topics of --app and
+    those matching --topic; with neither, every topic on the cluster not starting with "_".
     """
     try:
         since_s = parse_duration(since)
@@ -57,17 +63,19 @@ def trace_(
     settings = client_settings(
         config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url, app=mesh_app
     )
-    found = trace(settings, correlation_id, since_s=since_s, topics=topic or [], app=mesh_app)
+    found = trace(settings, ident, since_s=since_s, topics=topic or [], app=mesh_app)
     if as_json:
         print(json.dumps(found.to_json()))
         return
     if not found.roots:
         err_console.print(
-            f"no events with correlation id {escape(correlation_id)} in the last {escape(since)} "
+            f"no events with correlation id or event id {escape(ident)} in the last "
+            f"{escape(since)} "
             f"({found.scanned} records in {found.topics} topics, {found.seconds:.2f}s)"
         )
         raise typer.Exit(1)
-    root = Tree(f"[bold]chain {escape(correlation_id)}[/]")
+    found_by = "" if found.event_id is None else f" (found by event {escape(found.event_id)})"
+    root = Tree(f"[bold]chain {escape(found.correlation_id)}[/]{found_by}")
     for step in found.roots:
         _add(root, step)
     console.print(root)

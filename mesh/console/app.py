@@ -399,7 +399,9 @@ async def agent(request: web.Request) -> web.Response:
     snapshot = console.snapshot or await console.refresh(request.app[SESSION])
     row = next((r for r in console.rows(snapshot) if r.agent.name == name), None)
     if row is None:
-        raise InputError(f"no agent {name!r}")
+        return _page(
+            console, pages.error_page(console.chrome, 404, f"no agent {name!r}"), status=404
+        )
     failures = await _blocking(
         latest_failures, console.settings, row.agent.retry_topics + row.agent.dead_letter_topics
     )

@@ -102,7 +102,7 @@ def _layout(chrome: Chrome, title: str, active: str, *body: Any) -> Markup:
             id="search",
             name="id",
             type="search",
-            placeholder="correlation id  (press /)",
+            placeholder="correlation or event id  (press /)",
             autocomplete="off",
         ),
         role="search",
@@ -391,7 +391,7 @@ def chain_page(chrome: Chrome, query: str, since: str, found: Trace | None) -> M
         "form",
         el(
             "label",
-            "Correlation id ",
+            "Correlation or event id ",
             el("input", name="id", value=query, required=True, size="40", class_="mono"),
         ),
         el("label", " within ", el("input", name="since", value=since, size="4")),
@@ -405,12 +405,29 @@ def chain_page(chrome: Chrome, query: str, since: str, found: Trace | None) -> M
         body.append(
             el(
                 "p",
-                f"No events with correlation id {query} in the last {since} "
+                f"No events with correlation id or event id {query} in the last {since} "
                 f"({found.scanned} records in {found.topics} topics).",
                 class_="error",
             )
         )
     elif found is not None:
+        if found.event_id is not None:
+            body.append(
+                el(
+                    "p",
+                    "Event ",
+                    el("span", found.event_id, class_="mono"),
+                    " is in chain ",
+                    el(
+                        "a",
+                        found.correlation_id,
+                        href="/chain?" + urlencode({"id": found.correlation_id, "since": since}),
+                        class_="mono",
+                    ),
+                    ".",
+                    id="found-by-event",
+                )
+            )
         body += [
             el(
                 "p",
@@ -419,14 +436,20 @@ def chain_page(chrome: Chrome, query: str, since: str, found: Trace | None) -> M
                 class_="hint",
             ),
             el("h2", "Tree"),
-            el("ul", [_step(s) for s in found.roots], class_="tree", id="chain-tree"),
+            el(
+                "ul",
+                [_step(s, found.event_id) for s in found.roots],
+                class_="tree",
+                id="chain-tree",
+            ),
             el("h2", "Timeline"),
             _timeline(found),
         ]
     return _layout(chrome, "Chain", "/chain", *body)
 
 
-def _step(step: Step) -> Markup:
+def _step(step: Step, asked: str | None = None) -> Markup:
+    """One event of the tree; the event searched for (*asked*) is marked."""
     latency = "" if step.latency_ms is None else f" +{step.latency_ms} ms"
     return el(
         "li",
@@ -436,8 +459,9 @@ def _step(step: Step) -> Markup:
             " by ",
             el("span", step.produced_by or "?", class_="agent"),
             href=_href("record", step.topic, step.partition, step.offset),
-            class_="step",
+            class_="step asked" if step.event_id == asked else "step",
             data_event=step.event_id,
+            aria_current="true" if step.event_id == asked else None,
         ),
         el(
             "span",
@@ -446,7 +470,7 @@ def _step(step: Step) -> Markup:
             f" {step.topic}[{step.partition}]@{step.offset}{latency}",
             class_="hint",
         ),
-        el("ul", [_failure(f) for f in step.failures], [_step(c) for c in step.children])
+        el("ul", [_failure(f) for f in step.failures], [_step(c, asked) for c in step.children])
         if step.failures or step.children
         else None,
     )

@@ -1,4 +1,4 @@
-"""Reconstructing one chain from Kafka alone (``mesh trace CORRELATION_ID``).
+"""Reconstructing one chain from Kafka alone (``mesh trace ID``).
 
 Every event of a chain carries ``mesh.correlation-id``, and every event but the first
 its cause in ``mesh.causation-id``; retried and dead-lettered records are byte copies
@@ -8,11 +8,19 @@ named by patterns, from ``since`` (time look-ups skip older data) to the ends se
 start, finds the whole chain without a database. Only headers are read: values are never
 decoded. Without an app or patterns every topic not starting with ``_`` is read, which on
 a shared cluster means every other team's data too.
+
+The id searched for is a correlation id or the ``mesh.event-id`` of any event of the
+chain. The same pass looks for both; once it meets the event, it looks for its
+correlation id too, and a second pass reads only what the first had read before then.
+Ids mesh mints are UUIDv7s (:func:`minted_ms`): no record carries one before it was
+minted, so a pass for one starts at its time (less :data:`CLOCK_SLACK_S`) when that is
+later than ``since``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,7 +39,12 @@ from mesh.runtime.app import Mesh
 from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import delay_dead_letter_topic, namespace_of
 
-__all__ = ["Failure", "Step", "Trace", "app_topics", "trace"]
+__all__ = ["CLOCK_SLACK_S", "Failure", "Step", "Trace", "app_topics", "minted_ms", "trace"]
+
+#: How much earlier than its UUIDv7 time a record carrying an id may be stamped: the
+#: hosts that minted the id and produced the record may disagree about the time.
+CLOCK_SLACK_S = 600.0
+_UUID7 = re.compile(r"([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,8 @@ class Trace:
     topics: int
     scanned: int
     seconds: float
+    #: The id searched for when it was an event's id rather than the chain's correlation id.
+    event_id: str | None = None
 
     @property
     def steps(self) -> int:
@@ -118,6 +133,7 @@ class Trace:
     def to_json(self) -> dict[str, Any]:
         return {
             "correlation_id": self.correlation_id,
+            "event_id": self.event_id,
             "steps": self.steps,
             "roots": [r.to_json() for r in self.roots],
             "topics": self.topics,
@@ -128,14 +144,15 @@ class Trace:
 
 def trace(
     settings: Settings,
-    correlation_id: str,
+    ident: str,
     *,
     since_s: float = 86_400.0,
     topics: Iterable[str] = (),
     app: Mesh | None = None,
     timeout_s: float = 30.0,
 ) -> Trace:
-    """Find the chain *correlation_id* in the records of the last *since_s* seconds.
+    """Find the chain of *ident* in the records of the last *since_s* seconds: the chain
+    whose correlation id is *ident*, else the chain of the event whose id is *ident*.
 
     The scan covers *app*'s topics (:func:`app_topics`) and the names matching the glob
     patterns *topics*; with neither, every topic not starting with ``_``.
@@ -152,27 +169,72 @@ def trace(
         and (everything or name in own or any(fnmatch.fnmatchcase(name, p) for p in patterns))
     }
     tps = [(name, p) for name, size in sorted(sizes.items()) for p in range(size)]
+    since_ms = int((time.time() - since_s) * 1000)
+    asked = ident.encode()
     probe = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
     try:
         ends = end_offsets(settings, probe, tps, timeout_s=timeout_s)
-        since_ms = int((time.time() - since_s) * 1000)
-        starts = offsets_for_times(probe, dict.fromkeys(tps, since_ms), ends, timeout_s=timeout_s)
+        starts = _starts(probe, tps, ends, _earliest_ms(ident, since_ms), timeout_s)
     finally:
         probe.close()
     # A consumer of its own: the scan tells a partition's end by its position, which would
     # report the probe's positions until its first fetch.
     consumer = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
     try:
-        found, scanned = _scan(consumer, starts, ends, correlation_id.encode(), timeout_s)
+        wanted = {(h.CORRELATION_ID, asked), (h.EVENT_ID, asked)}
+        first = _scan(consumer, starts, ends, wanted, timeout_s, event_id=asked)
     finally:
         consumer.close()
+    found, scanned = first.found, first.scanned
+    correlation, event_id = ident, None
+    by_correlation = [m for m in found if (h.CORRELATION_ID, asked) in (m.headers() or ())]
+    if by_correlation or first.correlation is None:
+        found = by_correlation or found  # the event alone: a record without a correlation id
+    else:  # an event id: its chain, read before the event was met, is read now
+        correlation, event_id = first.correlation.decode("utf-8", "replace"), ident
+        probe = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
+        try:
+            earlier = _starts(probe, tps, ends, _earliest_ms(correlation, since_ms), timeout_s)
+        finally:
+            probe.close()
+        consumer = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
+        try:
+            wanted = {(h.CORRELATION_ID, first.correlation)}
+            second = _scan(consumer, earlier, first.reached, wanted, timeout_s)
+        finally:
+            consumer.close()
+        places = {(m.topic(), m.partition(), m.offset()) for m in second.found}
+        found = second.found + [
+            m for m in found if (m.topic(), m.partition(), m.offset()) not in places
+        ]
+        scanned += second.scanned
     return Trace(
-        correlation_id,
+        correlation,
         _tree(found),
         topics=len(sizes),
         scanned=scanned,
         seconds=time.monotonic() - began,
+        event_id=event_id,
     )
+
+
+def minted_ms(ident: str) -> int | None:
+    """When a UUIDv7 id (as mesh mints event and correlation ids) was minted, in epoch ms;
+    None for any other id."""
+    match = _UUID7.fullmatch(ident)
+    return None if match is None else int(match.group(1) + match.group(2), 16)
+
+
+def _earliest_ms(ident: str, since_ms: int) -> int:
+    """Where records carrying *ident* may start: *since_ms*, or later for a UUIDv7."""
+    minted = minted_ms(ident)
+    return since_ms if minted is None else max(since_ms, minted - int(CLOCK_SLACK_S * 1000))
+
+
+def _starts(
+    probe: Consumer, tps: list[TP], ends: dict[TP, int], at_ms: int, timeout_s: float
+) -> dict[TP, int]:
+    return offsets_for_times(probe, dict.fromkeys(tps, at_ms), ends, timeout_s=timeout_s)
 
 
 def app_topics(app: Mesh) -> set[str]:
@@ -190,21 +252,39 @@ def app_topics(app: Mesh) -> set[str]:
     return found
 
 
+@dataclass
+class _Scanned:
+    found: list[Message]
+    scanned: int
+    #: The correlation id of the event looked for, once met (None: not met, or it has none).
+    correlation: bytes | None = None
+    #: Per partition, the offset up to which records were checked before it was met.
+    reached: dict[TP, int] = field(default_factory=dict)
+
+
 def _scan(
     consumer: Consumer,
     starts: dict[TP, int],
     ends: dict[TP, int],
-    correlation_id: bytes,
+    wanted: set[tuple[str, bytes]],
     timeout_s: float,
-) -> tuple[list[Message], int]:
-    """The records of the chain in ``[start, end)`` of every partition, and how many were read."""
-    pending = {tp: end for tp, end in ends.items() if starts[tp] < end}
+    *,
+    event_id: bytes | None = None,
+) -> _Scanned:
+    """The records in ``[start, end)`` of every partition carrying one of the *wanted*
+    headers, and how many were read.
+
+    On the first record whose event id is *event_id*, its correlation id joins *wanted*;
+    ``reached`` says how far each partition had been checked without it.
+    """
+    pending = {tp: end for tp, end in ends.items() if starts.get(tp, end) < end}
     partitions = [TopicPartition(t, p, starts[t, p]) for t, p in pending]
     consumer.assign(partitions)
     if partitions:
         consumer.resume(partitions)  # offsets_for_times paused some: the flag outlives assign
-    found: list[Message] = []
-    scanned = 0
+    result = _Scanned([], 0)
+    reached = {tp: min(starts.get(tp, end), end) for tp, end in ends.items()}
+    meet = None if event_id is None else (h.EVENT_ID, event_id)
     deadline = time.monotonic() + timeout_s
     while pending:
         if time.monotonic() > deadline:
@@ -216,9 +296,19 @@ def _scan(
                 continue
             offset = msg.offset() or 0
             if offset < end:
-                scanned += 1
-                if (h.CORRELATION_ID, correlation_id) in (msg.headers() or ()):
-                    found.append(msg)
+                result.scanned += 1
+                found = msg.headers()
+                if found and not wanted.isdisjoint(found):
+                    result.found.append(msg)
+                    if meet is not None and meet in found:
+                        meet = None
+                        result.correlation = h.last(found, h.CORRELATION_ID)
+                        if result.correlation is not None:
+                            wanted.add((h.CORRELATION_ID, result.correlation))
+                        result.reached = dict(reached)
+                        result.reached[tp] = offset + 1
+                if meet is not None:
+                    reached[tp] = offset + 1
             if offset + 1 >= end:
                 del pending[tp]
                 consumer.pause([TopicPartition(*tp)])
@@ -226,7 +316,7 @@ def _scan(
             tp = (position.topic, position.partition)
             if position.offset >= pending[tp]:  # past trailing control records
                 del pending[tp]
-    return found, scanned
+    return result
 
 
 def _tree(records: list[Message]) -> list[Step]:

@@ -116,7 +116,8 @@ def test_the_agent_page_shows_its_topics_settings_and_latest_failures(
             assert kinds == [("dead letter", "2"), ("retry", "1")]  # newest first, attempts
             assert failed.chains["t1"].correlation_id in page
             missing = await client.get("/agents/nobody")
-            assert missing.status == 400
+            assert missing.status == 404
+            assert "no agent &#x27;nobody&#x27;" in await missing.text()
 
     asyncio.run(body())
 
@@ -143,7 +144,23 @@ def test_the_chain_page_shows_the_tree_timeline_and_a_link_to_the_dead_letter(
             assert chain.correlation_id in shown
             assert "mesh.event-id" in shown
             none = await (await client.get("/chain", params={"id": "no-such-chain"})).text()
-            assert "No events with correlation id no-such-chain" in none
+            assert "No events with correlation id or event id no-such-chain" in none
+
+            planned = failed.chains["t2"]
+            page = await (await client.get("/chain", params={"id": planned.correlation_id})).text()
+            assert 'id="found-by-event"' not in page
+            root, plan = re.findall(r'data-event="([^"]+)"', page)  # TaskCreated -> PlanReady
+            assert root == planned.event_id
+            page = await (await client.get("/chain", params={"id": plan})).text()
+            found_by = re.search(r'<p id="found-by-event">(.*?)</p>', page)
+            assert found_by is not None
+            assert f'Event <span class="mono">{plan}</span> is in chain' in found_by.group(1)
+            assert f">{planned.correlation_id}</a>" in found_by.group(1)
+            assert re.findall(r'data-event="([^"]+)"', page) == [root, plan]
+            asked = re.findall(r'<a [^>]*class="step asked"[^>]*>', page)
+            assert len(asked) == 1
+            assert f'data-event="{plan}"' in asked[0]
+            assert 'aria-current="true"' in asked[0]
 
     asyncio.run(body())
 

@@ -4,6 +4,8 @@ runtime wrote for it."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Callable
 
 from confluent_kafka import Producer
@@ -14,6 +16,7 @@ import mesh.cli
 from mesh import Context, Event, Mesh, Settings
 from mesh import headers as h
 from mesh.config import RetryPolicy
+from mesh.envelope import Envelope
 from mesh.kafka.topics import existing_topics
 from mesh.ops.trace import Step, Trace, app_topics, trace
 from mesh.testing import unique_name
@@ -182,3 +185,86 @@ def test_trace_with_an_app_searches_only_its_topics_and_says_what_it_searches(
 
     help_text = CliRunner().invoke(mesh.cli.app, ["trace", "--help"]).stdout
     assert "every topic on the cluster" in " ".join(help_text.split())
+
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+def _uuid7(ms: int) -> str:
+    """A UUIDv7 minted at *ms* (epoch milliseconds), as mesh mints event ids."""
+    stamp, tail = f"{ms:012x}", uuid.uuid4().hex
+    return f"{stamp[:8]}-{stamp[8:]}-7{tail[:3]}-8{tail[3:6]}-{tail[6:18]}"
+
+
+def test_trace_by_an_event_id_finds_the_whole_chain_of_that_event(
+    mesh_settings: Settings, mesh_topic: Callable[..., str]
+) -> None:
+    """Two chains: one named from outside (a request id), one by its first event's UUIDv7,
+    whose first event was produced 30 minutes before the one asked for, earlier than a
+    search from the asked event's own time would read."""
+    topic, dlq = mesh_topic(partitions=3), mesh_topic(partitions=1)
+    producer = Producer({"bootstrap.servers": mesh_settings.bootstrap_servers})
+    now_ms = int(time.time() * 1000)
+
+    def produce(envelope: Envelope, at_ms: int, target: str = topic, extra: Headers = ()) -> None:
+        producer.produce(
+            target, b"{}", envelope.event_id.encode(), headers=envelope.to_headers() + list(extra),
+            timestamp=at_ms,
+        )  # fmt: skip
+
+    for n in range(300):  # noise: other chains
+        produce(Envelope.new_chain("test.Noise", "noise"), now_ms - 3_600_000 + n * 1000)
+    request = unique_name("request")
+    asked = Envelope.new_chain("test.Asked", "front", correlation_id=request)
+    planned = asked.child("test.Planned", "planner")
+    drafted = planned.child("test.Drafted", "writer")
+    for n, step in enumerate((asked, planned, drafted)):
+        produce(step, now_ms - 60_000 + n * 10)
+    dead = ((h.ATTEMPT, b"1"), (h.EXCEPTION_CLASS, b"ValueError"), (h.DLQ_REASON, b"fatal"))
+    produce(drafted, now_ms - 59_000, dlq, dead)
+
+    old = Envelope.new_chain("test.Asked", "front")._replace(event_id=_uuid7(now_ms - 1_800_000))
+    old = old._replace(correlation_id=old.event_id)
+    later = old.child("test.Planned", "planner")
+    produce(old, now_ms - 1_800_000)
+    produce(later, now_ms - 1_000)
+    assert producer.flush(10) == 0
+
+    patterns = [topic, dlq]
+    by_correlation = trace(mesh_settings, request, since_s=7200, topics=patterns)
+    assert (by_correlation.correlation_id, by_correlation.event_id) == (request, None)
+    assert by_correlation.steps == 3
+
+    by_event = trace(mesh_settings, drafted.event_id, since_s=7200, topics=patterns)
+    assert (by_event.correlation_id, by_event.event_id) == (request, drafted.event_id)
+    assert by_event.steps == 3
+    (root,) = by_event.roots
+    assert root.event_id == asked.event_id
+    (failure,) = root.children[0].children[0].failures
+    assert (failure.kind, failure.topic) == ("dead-letter", dlq)
+    # the first pass started 10 minutes before the asked event's time; the second read
+    # only the first pass's partitions before it met the event, from since
+    assert by_event.scanned < 2 * by_correlation.scanned + 10
+
+    from_later = trace(mesh_settings, later.event_id, since_s=7200, topics=patterns)
+    assert (from_later.correlation_id, from_later.event_id) == (old.event_id, later.event_id)
+    assert from_later.steps == 2
+    (root,) = from_later.roots
+    assert [root.event_id, root.children[0].event_id] == [old.event_id, later.event_id]
+
+    nothing = trace(mesh_settings, _uuid7(now_ms), since_s=7200, topics=patterns)
+    assert (nothing.roots, nothing.event_id) == ([], None)
+
+    runner = CliRunner()
+    env = {
+        "MESH_BOOTSTRAP_SERVERS": mesh_settings.bootstrap_servers,
+        "MESH_REGISTRY_URL": mesh_settings.registry_url,
+        "COLUMNS": "250",
+    }
+    args = ["trace", planned.event_id, "--topic", topic, "--topic", dlq, "--since", "2h"]
+    shown = runner.invoke(mesh.cli.app, args, env=env)
+    assert shown.exit_code == 0, (shown.output, shown.exception)
+    assert shown.stdout.splitlines()[0] == f"chain {request} (found by event {planned.event_id})"
+    assert "test.Drafted by writer" in shown.stdout
+    as_json = json.loads(runner.invoke(mesh.cli.app, [*args, "--json"], env=env).stdout)
+    assert (as_json["correlation_id"], as_json["event_id"]) == (request, planned.event_id)
