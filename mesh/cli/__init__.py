@@ -1,54 +1,87 @@
-"""The ``mesh`` command: one thin module per command group (parse, call the library, print)."""
+"""The ``mesh`` command: one thin module per command group (parse, call the library, print).
+
+``mesh COMMAND ...`` imports only COMMAND's module: ``mesh run`` (a long-lived worker)
+then never loads the console, the registry server or the dev tools (about 15 MB it
+would hold for nothing). ``mesh --help`` and :data:`app` have every command.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from confluent_kafka import KafkaError, KafkaException
 from rich.markup import escape
 
 from mesh import __version__
-from mesh.cli import config, demo, dev, dlq, groups, publish, registry, replay, run, schema, tail
-from mesh.cli import console as console_cli
-from mesh.cli import init as init_cli
-from mesh.cli import topics as topics_cli
-from mesh.cli import trace as trace_cli
 from mesh.cli._console import err_console
 from mesh.errors import ConfigError, InputError, MeshError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "build", "main"]
 
-app = typer.Typer(
-    name="mesh",
-    help="A Kafka-native event mesh for AI agents.",
-    epilog="Exit codes, the same for every command: 0 done; 1 failed (unreachable, refused, "
-    "incompatible, nothing found); 2 usage or configuration error, nothing done; "
-    "130 interrupted.",
-    no_args_is_help=True,
-    # Help paragraphs are reflowed to the terminal (rich mode keeps the source's breaks).
-    rich_markup_mode="markdown",
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(dev.app, name="dev")
-app.add_typer(config.app, name="config")
-app.add_typer(registry.app, name="registry")
-app.add_typer(schema.app, name="schema")
-app.add_typer(dlq.app, name="dlq")
-app.add_typer(
-    replay.app, name="replay", help="Re-consume history into stdout, a topic or an agent."
-)
-app.command("run")(run.run)
-app.command("publish")(publish.publish)
-app.command("tail")(tail.tail)
-app.command("trace")(trace_cli.trace_)
-app.command("demo")(demo.demo)
-app.command("console")(console_cli.console)
-app.command("init")(init_cli.init)
-app.command("topics")(topics_cli.topics)
-app.command("groups")(groups.groups)
+#: Subcommand groups: name -> (module in mesh.cli whose ``app`` they are, add_typer options).
+_GROUPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dev": ("dev", {}),
+    "config": ("config", {}),
+    "registry": ("registry", {}),
+    "schema": ("schema", {}),
+    "dlq": ("dlq", {}),
+    "replay": ("replay", {"help": "Re-consume history into stdout, a topic or an agent."}),
+}
+#: Commands: name -> (module in mesh.cli, function).
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run"),
+    "publish": ("publish", "publish"),
+    "tail": ("tail", "tail"),
+    "trace": ("trace", "trace_"),
+    "demo": ("demo", "demo"),
+    "console": ("console", "console"),
+    "init": ("init", "init"),
+    "topics": ("topics", "topics"),
+    "groups": ("groups", "groups"),
+}
+
+
+def build(only: str | None = None) -> typer.Typer:
+    """The ``mesh`` command with every command, or with *only* the one named."""
+    root = typer.Typer(
+        name="mesh",
+        help="A Kafka-native event mesh for AI agents.",
+        epilog="Exit codes, the same for every command: 0 done; 1 failed (unreachable, "
+        "refused, incompatible, nothing found); 2 usage or configuration error, nothing "
+        "done; 130 interrupted.",
+        no_args_is_help=True,
+        # Help paragraphs are reflowed to the terminal (rich mode keeps the source's breaks).
+        rich_markup_mode="markdown",
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    for name, (module, options) in _GROUPS.items():
+        if only in (None, name):
+            root.add_typer(_load(module, "app"), name=name, **options)
+    for name, (module, function) in _COMMANDS.items():
+        if only in (None, name):
+            root.command(name)(_load(module, function))
+    root.callback()(_root)
+    return root
+
+
+def _load(module: str, attribute: str) -> Any:
+    return getattr(importlib.import_module(f"mesh.cli.{module}"), attribute)
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # every command, built on first use
+        return _every_command()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _every_command() -> typer.Typer:
+    return build()
 
 
 def _version(shown: bool) -> None:
@@ -57,7 +90,6 @@ def _version(shown: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -75,8 +107,10 @@ def main() -> None:
     into its own is reported as librdkafka worded it; one refusing to start is a
     configuration error.
     """
+    named = sys.argv[1] if len(sys.argv) > 1 else None
     try:
-        app()
+        # Only the named command's module (help, --version or a typo: all of them).
+        build(named if named in _GROUPS or named in _COMMANDS else None)()
     except KeyboardInterrupt:
         sys.exit(130)
     except MeshError as exc:
