@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 
 #: ``mesh.dlq.agent`` of the forwarder's dead letters.
 FORWARDER = "delay-forwarder"
-_POLL_S = 0.05
+#: The longest wait for a record while nothing is parked: the delay of :meth:`stop`, and
+#: two wakeups a second when idle (a record ends the wait: see ``_fetched``).
+_IDLE_WAIT_S = 0.5
 _BATCH = 500
 _RETRY_S = 1.0  # after the broker refused a forward
 
@@ -104,15 +106,23 @@ class DelayForwarder:
 
     def _forward_until_stopped(self) -> None:
         while not self._stopping.is_set():
-            timeout_s = self._parked.release_due(_POLL_S) if self._parked else _POLL_S
+            timeout_s = self._parked.release_due(_IDLE_WAIT_S) if self._parked else _IDLE_WAIT_S
             try:
-                batch = self._consumer.consume(_BATCH, timeout=timeout_s)
+                batch = self._fetched(timeout_s)
             except KafkaException as exc:
                 log.error("delay forwarder: poll failed: %s", exc)
                 continue
             due = [m for m in self._parked.hold(batch, self._topics) if _is_record(m)]
             if due:
                 self._forward(due)
+
+    def _fetched(self, timeout_s: float) -> list[Message]:
+        """Up to a batch of records: the first to come within *timeout_s*, then those
+        already fetched. (``consume`` would wait out its timeout unless the batch filled.)"""
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(_BATCH - 1, timeout=0)]
 
     def _forward(self, batch: list[Message]) -> None:
         """Produce *batch* on; store its offsets once all were acknowledged or dead-lettered
