@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Column, Table
+from rich.text import Text
 
 __all__ = ["app"]
 
@@ -50,7 +52,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_MESSAGE_CHARS = 60
+_MESSAGE_CHARS = 60  # of an error message, in a table row or a block
 
 AppSpec = Annotated[str | None, app_option("App whose dead letters to read.")]
 Agent = Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's.")]
@@ -106,47 +108,7 @@ def list_(
         for letter in letters:
             print(json.dumps(letter.summary()))
         return
-    table = Table(
-        "agent",
-        "reason",
-        "kind",
-        "class",
-        "message",
-        "attempts",
-        "failed at",
-        "correlation",
-        "redriven",
-    )
-    # The id goes first and whole (never wrapped): it is what `show` and filters take.
-    width = max((len(letter.id) for letter in letters), default=2)
-    table.columns.insert(0, Column("id", no_wrap=True, min_width=width))
-    for letter in letters:
-        row = letter.summary()
-        message = row["error_message"] or ""
-        if len(message) > _MESSAGE_CHARS:
-            message = message[: _MESSAGE_CHARS - 1] + "…"
-        table.add_row(
-            *(
-                escape(str(v if v is not None else "-"))
-                for v in (
-                    row["id"],
-                    row["agent"],
-                    row["reason"],
-                    row["error_kind"],
-                    row["error_class"],
-                    message,
-                    row["attempts"],
-                    row["failed_at"],
-                    row["correlation_id"],
-                    _redriven(letter),
-                )
-            )
-        )
-    out = console
-    if not console.is_terminal:  # piped: not cut to 80 columns, a row per line stays greppable
-        unlimited = console.options.update_width(100_000)
-        out = Console(highlight=False, width=console.measure(table, options=unlimited).maximum)
-    out.print(table)
+    _print_letters(letters)
     err_console.print(f"{len(letters)} dead letter(s) in {len(topics)} topic(s)")
 
 
@@ -373,6 +335,89 @@ def _progress() -> Iterator[OnRead | None]:
             bar.update(tasks[topic], completed=read)
 
         yield on_read
+
+
+def _print_letters(letters: list[DeadLetter]) -> None:
+    """One table row per dead letter when the rows fit the width, else a short block each.
+
+    Piped with no COLUMNS set, the table is never cut to a width (a row per line stays
+    greppable). At 80 columns a row cannot hold a whole id (what `show` and `redrive`
+    take) and a readable error beside it, so each letter gets its own lines instead.
+    """
+    table = _table(letters)
+    natural = console.measure(table, options=console.options.update_width(100_000)).maximum
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        Console(highlight=False, width=natural).print(table)
+        return
+    if not letters or natural <= console.width:
+        console.print(table)
+        return
+    for letter in letters:
+        _print_block(letter)
+
+
+def _table(letters: list[DeadLetter]) -> Table:
+    table = Table(
+        "agent",
+        "reason",
+        "kind",
+        "class",
+        "message",
+        "attempts",
+        "failed at",
+        "correlation",
+        "redriven",
+    )
+    # The id goes first and whole (never wrapped): it is what `show` and filters take.
+    width = max((len(letter.id) for letter in letters), default=2)
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=width))
+    for letter in letters:
+        row = letter.summary()
+        table.add_row(
+            *(
+                escape(str(v if v is not None else "-"))
+                for v in (
+                    row["id"],
+                    row["agent"],
+                    row["reason"],
+                    row["error_kind"],
+                    row["error_class"],
+                    _cut(row["error_message"] or "", _MESSAGE_CHARS),
+                    row["attempts"],
+                    row["failed_at"],
+                    row["correlation_id"],
+                    _redriven(letter),
+                )
+            )
+        )
+    return table
+
+
+def _print_block(letter: DeadLetter) -> None:
+    """A dead letter in five lines or so: the id whole on its own line (folded only when
+    it is wider than the screen itself), the rest indented, wrapped at words."""
+    row = letter.summary()
+    reason, kind = row["reason"] or "-", row["error_kind"] or "-"
+    attempts = row["attempts"] if row["attempts"] is not None else "?"
+    message = _cut(row["error_message"] or "", _MESSAGE_CHARS)
+    redriven = f", redriven {_redriven(letter)}" if letter.redriven else ""
+    body = [
+        f"{escape(str(row['agent'] or '-'))}  [red]{escape(reason)}[/]"
+        + (f" ({escape(kind)})" if kind != reason else "")
+        + f" after {attempts} attempt(s)",
+        f"{escape(row['error_class'] or '-')}: {escape(message)}",
+        f"failed {escape(str(row['failed_at']))}{escape(redriven)}",
+        f"correlation {escape(row['correlation_id'] or '-')}",
+    ]
+    console.print(f"[bold]{escape(letter.id)}[/]", overflow="fold")
+    for markup in body:
+        for line in Text.from_markup(markup).wrap(console, max(console.width - 2, 20)):
+            line.rstrip()
+            console.print(Text("  ") + line, soft_wrap=True)
+
+
+def _cut(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
 def _redriven(letter: DeadLetter) -> str:

@@ -96,8 +96,8 @@ def cli(mesh_settings: Settings) -> Callable[..., Result]:
         "MESH_REGISTRY_URL": mesh_settings.registry_url,
     }
 
-    def run(*args: str) -> Result:
-        result = runner.invoke(mesh.cli.app, list(args), env=env)
+    def run(*args: str, **more_env: str) -> Result:
+        result = runner.invoke(mesh.cli.app, list(args), env={**env, **more_env})
         assert result.exit_code == 0, (result.output, result.exception)
         return result
 
@@ -164,6 +164,21 @@ def test_list_filters_and_show(scenario: Scenario, cli: Callable[..., Result]) -
     table = cli("dlq", "list", "--app", spec, "--agent", "planner").stdout
     assert one["id"] in table
     assert "cannot plan t1" in table
+    row = next(line for line in table.splitlines() if one["id"] in line)
+    assert one["correlation_id"] in row  # piped: a row per line, never cut to a width
+
+    # At 80 columns nothing a user acts on is cut: ids whole, errors and correlation ids.
+    narrow = cli("dlq", "list", "--app", spec, COLUMNS="80").stdout
+    lines = narrow.splitlines()
+    assert lines == [line.rstrip() for line in lines]  # no padding to the width
+    assert max(len(line) for line in lines) <= 80, narrow
+    starts = {line.split()[0] for line in lines if line.strip()}
+    assert {r["id"] for r in listed} <= starts, narrow
+    for r in listed:
+        assert f"correlation {r['correlation_id'] or '-'}" in narrow
+    assert "ValueError: cannot plan t1" in narrow
+    assert "ValueError: cannot plan t2" in narrow
+    assert "AuditFailed: audit trail missing" in narrow
 
     shown = cli("dlq", "show", one["id"]).stdout
     assert "Traceback (most recent call last)" in shown
