@@ -9,7 +9,7 @@ partitions. The supervisor
 - restarts a worker that exits unasked (non-zero, killed by a signal, even 0) after a
   short backoff (0.5 s, doubling up to 10 s), and gives up, stopping the others, when one
   worker slot exits 5 times within 60 s (a crash loop) or exits with 2 (a configuration
-  error: restarting cannot help);
+  or schema error, the same at every restart);
 - forwards SIGTERM and SIGINT to the workers and waits for their drain (in-flight events
   finish, offsets are committed), then exits 0; non-zero when it gave up or a worker
   did not stop cleanly;
@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
@@ -51,7 +51,7 @@ from prometheus_client.samples import Sample
 from mesh.config import Settings
 from mesh.dev.loader import load_app
 from mesh.dev.stack import free_port, group_config
-from mesh.errors import ConfigError, InputError
+from mesh.errors import ConfigError, InputError, MeshError, SchemaError
 from mesh.logs import configure_logging
 from mesh.runtime.app import Mesh
 from mesh.runtime.metrics import Metrics
@@ -64,6 +64,9 @@ log = logging.getLogger("mesh.supervisor")
 #: A worker's exit code that says its configuration is wrong: restarting cannot help.
 CONFIG_ERROR_EXIT = 2
 _SCRAPE_TIMEOUT_S = 3.0
+#: A worker's /readyz answers from a thread of its own: fast, unless the worker is stuck
+#: (a probe of the supervisor is often given 1 s in all).
+_READY_TIMEOUT_S = 0.8
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,15 @@ def _worker_main(index: int, run: WorkerRun, report: Connection) -> None:
                     consumer_config=group_config(run.settings),
                 )
             )
-    except (ConfigError, InputError) as exc:
+    except (ConfigError, InputError, SchemaError) as exc:  # the same at every restart
         log.error("worker %d: %s", index, exc)
         sys.exit(CONFIG_ERROR_EXIT)
+    except MeshError as exc:  # the broker or the registry away: a restart may do
+        log.error("worker %d: %s", index, exc)
+        sys.exit(1)
+    except Exception:
+        log.exception("worker %d failed", index)
+        sys.exit(1)
 
 
 def _stop_with_parent() -> None:
@@ -384,21 +393,19 @@ def supervise(
 ) -> int:
     """Run *processes* workers of *run* under a :class:`Supervisor`, their metrics merged
     and served on *port* (0: not served); the exit code."""
-    serve = port != 0
-    supervisor = Supervisor(
-        WorkerRun(run.app_spec, run.settings, run.agents, run.log_level, serve_metrics=serve),
-        processes,
-    )
+    supervisor = Supervisor(run, processes)
+    registry = CollectorRegistry()
+    registry.register(supervisor)  # type: ignore[arg-type]
     server = None
-    if serve:
-        registry = CollectorRegistry()
-        registry.register(supervisor)  # type: ignore[arg-type]
+    if port:
         try:
             server = StatusServer(registry, ready=supervisor.ready, host=host, port=port)
         except ConfigError as exc:
             if required:
                 raise
             log.warning("%s; running without it", exc)
+    # Workers serve their own metrics only for a supervisor that merges them.
+    supervisor.run_spec = replace(run, serve_metrics=server is not None)
     if server is not None:
         server.start()
     try:
@@ -440,7 +447,7 @@ def _scrape(port: int) -> str:
 def _worker_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/readyz", timeout=_SCRAPE_TIMEOUT_S
+            f"http://127.0.0.1:{port}/readyz", timeout=_READY_TIMEOUT_S
         ) as answer:
             return bool(answer.status == 200)
     except OSError:  # 503 (HTTPError) or gone
