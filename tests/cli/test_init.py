@@ -42,6 +42,11 @@ def test_init_scaffolds_a_project_whose_tests_pass_as_generated(
     )  # fmt: skip
     assert linted.returncode == 0, linted.stdout
 
+    generated = (project / "tests" / "test_app.py").read_text()
+    assert "call_agent(" in generated  # the test kit's, unit and broker
+    assert "mesh_run(app)" in generated
+    assert "Consumer" not in generated  # no hand-rolled broker plumbing to copy
+
     drift = mesh(project, "schema", "gen", "--check")
     assert drift.returncode == 0, drift.stdout + drift.stderr
     gate = mesh(project, "schema", "check", "--allow-no-base", "--json")
