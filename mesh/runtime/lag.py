@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
 
 from confluent_kafka import (
     Consumer,
@@ -77,18 +78,14 @@ class ConsumerLag:
 
     def _run(self) -> None:
         admin = AdminClient(admin_config(self._settings))
-        probe = Consumer(reader_config(self._settings, "lag"))
-        try:
-            while not self._stop.is_set():
-                try:
-                    self._lag = self._read(admin, probe)
-                except Exception as exc:  # the broker is away: keep the last answer
-                    log.warning("consumer lag not refreshed: %s", exc)
-                self._stop.wait(self._interval_s)
-        finally:
-            probe.close()
+        while not self._stop.is_set():
+            try:
+                self._lag = self._read(admin)
+            except Exception as exc:  # the broker is away: keep the last answer
+                log.warning("consumer lag not refreshed: %s", exc)
+            self._stop.wait(self._interval_s)
 
-    def _read(self, admin: AdminClient, probe: Consumer) -> dict[tuple[str, str, int], int]:
+    def _read(self, admin: AdminClient) -> dict[tuple[str, str, int], int]:
         """One round: the lag of every partition of every group, read from the broker."""
         sizes = existing_topics(admin)
         committed: dict[str, list[TopicPartition]] = {}
@@ -101,7 +98,10 @@ class ConsumerLag:
         if self._on_spare is not None:
             self._report_spares(admin, sizes)
         every = {(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
-        lows, ends = watermarks(self._settings, probe, every, timeout_s=5)
+        # A probe per round: watermarks() leaves it assigned, and on Tansu a kept one
+        # fetched every partition ten times a second between rounds.
+        with closing(Consumer(reader_config(self._settings, "lag"))) as probe:
+            lows, ends = watermarks(self._settings, probe, every, timeout_s=5)
         lag = {}
         for agent, tps in committed.items():
             for tp in tps:
