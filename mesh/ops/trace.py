@@ -11,10 +11,11 @@ a shared cluster means every other team's data too.
 
 The id searched for is a correlation id or the ``mesh.event-id`` of any event of the
 chain. The same pass looks for both; once it meets the event, it looks for its
-correlation id too, and a second pass reads only what the first had read before then.
+correlation id too, and takes the records of that id it had read before from those it
+kept meanwhile (a second pass reads them again when there were too many to keep).
 Ids mesh mints are UUIDv7s (:func:`minted_ms`): no record carries one before it was
-minted, so a pass for one starts at its time (less :data:`CLOCK_SLACK_S`) when that is
-later than ``since``.
+minted, so a pass for one starts at its time (less :data:`CLOCK_SLACK_S` and
+:data:`CHAIN_SPAN_S`) when that is later than ``since``.
 """
 
 from __future__ import annotations
@@ -39,11 +40,23 @@ from mesh.runtime.app import Mesh
 from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import delay_dead_letter_topic, namespace_of
 
-__all__ = ["CLOCK_SLACK_S", "Failure", "Step", "Trace", "app_topics", "minted_ms", "trace"]
+__all__ = [
+    "CHAIN_SPAN_S",
+    "CLOCK_SLACK_S",
+    "Failure",
+    "Step",
+    "Trace",
+    "app_topics",
+    "minted_ms",
+    "trace",
+]
 
 #: How much earlier than its UUIDv7 time a record carrying an id may be stamped: the
 #: hosts that minted the id and produced the record may disagree about the time.
 CLOCK_SLACK_S = 600.0
+#: A pass for an id also reads this long before its time, so that the chain of an event
+#: is found in the same pass when it began no longer than this before the event.
+CHAIN_SPAN_S = 600.0
 _UUID7 = re.compile(r"([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
@@ -171,43 +184,29 @@ def trace(
     tps = [(name, p) for name, size in sorted(sizes.items()) for p in range(size)]
     since_ms = int((time.time() - since_s) * 1000)
     asked = ident.encode()
-    probe = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
-    try:
-        ends = end_offsets(settings, probe, tps, timeout_s=timeout_s)
-        starts = _starts(probe, tps, ends, _earliest_ms(ident, since_ms), timeout_s)
-    finally:
-        probe.close()
-    # A consumer of its own: the scan tells a partition's end by its position, which would
-    # report the probe's positions until its first fetch.
-    consumer = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
-    try:
-        wanted = {(h.CORRELATION_ID, asked), (h.EVENT_ID, asked)}
-        first = _scan(consumer, starts, ends, wanted, timeout_s, event_id=asked)
-    finally:
-        consumer.close()
+    first_ms = _earliest_ms(ident, since_ms, CHAIN_SPAN_S)
+    ends, starts = _bounds(settings, tps, first_ms, timeout_s)
+    wanted = {(h.CORRELATION_ID, asked), (h.EVENT_ID, asked)}
+    first = _pass(settings, starts, ends, wanted, timeout_s, event_id=asked)
     found, scanned = first.found, first.scanned
     correlation, event_id = ident, None
     by_correlation = [m for m in found if (h.CORRELATION_ID, asked) in (m.headers() or ())]
     if by_correlation or first.correlation is None:
         found = by_correlation or found  # the event alone: a record without a correlation id
-    else:  # an event id: its chain, read before the event was met, is read now
+    else:  # an event id: the rest of its chain, where the pass read without looking for it
         correlation, event_id = first.correlation.decode("utf-8", "replace"), ident
-        probe = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
-        try:
-            earlier = _starts(probe, tps, ends, _earliest_ms(correlation, since_ms), timeout_s)
-        finally:
-            probe.close()
-        consumer = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
-        try:
+        chain_ms = _earliest_ms(correlation, since_ms)
+        earlier = first.reached  # nothing left to read: every record read was kept
+        if chain_ms < first_ms or first.reached != starts:
+            _, earlier = _bounds(settings, tps, chain_ms, timeout_s, ends=ends)
+        if any(earlier[tp] < first.reached[tp] for tp in tps):
             wanted = {(h.CORRELATION_ID, first.correlation)}
-            second = _scan(consumer, earlier, first.reached, wanted, timeout_s)
-        finally:
-            consumer.close()
-        places = {(m.topic(), m.partition(), m.offset()) for m in second.found}
-        found = second.found + [
-            m for m in found if (m.topic(), m.partition(), m.offset()) not in places
-        ]
-        scanned += second.scanned
+            second = _pass(settings, earlier, first.reached, wanted, timeout_s)
+            places = {(m.topic(), m.partition(), m.offset()) for m in second.found}
+            found = second.found + [
+                m for m in found if (m.topic(), m.partition(), m.offset()) not in places
+            ]
+            scanned += second.scanned
     return Trace(
         correlation,
         _tree(found),
@@ -218,6 +217,43 @@ def trace(
     )
 
 
+def _bounds(
+    settings: Settings,
+    tps: list[TP],
+    at_ms: int,
+    timeout_s: float,
+    *,
+    ends: dict[TP, int] | None = None,
+) -> tuple[dict[TP, int], dict[TP, int]]:
+    """The end of every partition (unless given) and the first offset at or after *at_ms*."""
+    probe = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
+    try:
+        if ends is None:
+            ends = end_offsets(settings, probe, tps, timeout_s=timeout_s)
+        starts = offsets_for_times(probe, dict.fromkeys(tps, at_ms), ends, timeout_s=timeout_s)
+    finally:
+        probe.close()
+    return ends, starts
+
+
+def _pass(
+    settings: Settings,
+    starts: dict[TP, int],
+    ends: dict[TP, int],
+    wanted: set[tuple[str, bytes]],
+    timeout_s: float,
+    *,
+    event_id: bytes | None = None,
+) -> _Scanned:
+    # A consumer of its own: the scan tells a partition's end by its position, which would
+    # report the probe's positions until its first fetch.
+    consumer = Consumer(reader_config(settings, "trace", **{"auto.offset.reset": "earliest"}))
+    try:
+        return _scan(consumer, starts, ends, wanted, timeout_s, event_id=event_id)
+    finally:
+        consumer.close()
+
+
 def minted_ms(ident: str) -> int | None:
     """When a UUIDv7 id (as mesh mints event and correlation ids) was minted, in epoch ms;
     None for any other id."""
@@ -225,16 +261,13 @@ def minted_ms(ident: str) -> int | None:
     return None if match is None else int(match.group(1) + match.group(2), 16)
 
 
-def _earliest_ms(ident: str, since_ms: int) -> int:
-    """Where records carrying *ident* may start: *since_ms*, or later for a UUIDv7."""
+def _earliest_ms(ident: str, since_ms: int, before_s: float = 0.0) -> int:
+    """Where records carrying *ident* may start (and *before_s* more): *since_ms*, or
+    later for a UUIDv7."""
     minted = minted_ms(ident)
-    return since_ms if minted is None else max(since_ms, minted - int(CLOCK_SLACK_S * 1000))
-
-
-def _starts(
-    probe: Consumer, tps: list[TP], ends: dict[TP, int], at_ms: int, timeout_s: float
-) -> dict[TP, int]:
-    return offsets_for_times(probe, dict.fromkeys(tps, at_ms), ends, timeout_s=timeout_s)
+    if minted is None:
+        return since_ms
+    return max(since_ms, minted - int((CLOCK_SLACK_S + before_s) * 1000))
 
 
 def app_topics(app: Mesh) -> set[str]:
@@ -252,13 +285,40 @@ def app_topics(app: Mesh) -> set[str]:
     return found
 
 
+#: Records the first pass keeps, until it meets the event searched for, in case they are of
+#: its chain: past either bound it forgets them, and a second pass reads them again.
+_HELD_RECORDS = 200_000
+_HELD_BYTES = 64 << 20
+
+
+class _Kept:
+    """Records by correlation id, until more than :data:`_HELD_RECORDS` or
+    :data:`_HELD_BYTES` were offered: then none (``full``)."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[bytes, list[Message]] = {}
+        self.records = self.bytes = 0
+        self.full = False
+
+    def add(self, msg: Message, headers: list[tuple[str, bytes]]) -> None:
+        correlation = dict(headers).get(h.CORRELATION_ID)
+        if correlation is None or self.full:
+            return
+        self.by_id.setdefault(correlation, []).append(msg)
+        self.records += 1
+        self.bytes += len(msg.value() or b"")
+        if self.records > _HELD_RECORDS or self.bytes > _HELD_BYTES:
+            self.by_id, self.full = {}, True
+
+
 @dataclass
 class _Scanned:
     found: list[Message]
     scanned: int
     #: The correlation id of the event looked for, once met (None: not met, or it has none).
     correlation: bytes | None = None
-    #: Per partition, the offset up to which records were checked before it was met.
+    #: Per partition, the offset up to which records were checked without that correlation
+    #: id (only where the pass began, when the records it had read were kept).
     reached: dict[TP, int] = field(default_factory=dict)
 
 
@@ -274,8 +334,9 @@ def _scan(
     """The records in ``[start, end)`` of every partition carrying one of the *wanted*
     headers, and how many were read.
 
-    On the first record whose event id is *event_id*, its correlation id joins *wanted*;
-    ``reached`` says how far each partition had been checked without it.
+    On the first record whose event id is *event_id*, its correlation id joins *wanted*,
+    and the records of that correlation id read before are taken from those kept
+    (:data:`_HELD_RECORDS`); ``reached`` says what remains to be read for it.
     """
     pending = {tp: end for tp, end in ends.items() if starts.get(tp, end) < end}
     partitions = [TopicPartition(t, p, starts[t, p]) for t, p in pending]
@@ -283,8 +344,10 @@ def _scan(
     if partitions:
         consumer.resume(partitions)  # offsets_for_times paused some: the flag outlives assign
     result = _Scanned([], 0)
-    reached = {tp: min(starts.get(tp, end), end) for tp, end in ends.items()}
+    began = {tp: min(starts.get(tp, end), end) for tp, end in ends.items()}
+    reached = dict(began)
     meet = None if event_id is None else (h.EVENT_ID, event_id)
+    kept = _Kept() if meet is not None else None
     deadline = time.monotonic() + timeout_s
     while pending:
         if time.monotonic() > deadline:
@@ -305,8 +368,11 @@ def _scan(
                         result.correlation = h.last(found, h.CORRELATION_ID)
                         if result.correlation is not None:
                             wanted.add((h.CORRELATION_ID, result.correlation))
-                        result.reached = dict(reached)
-                        result.reached[tp] = offset + 1
+                            result.found += kept.by_id.get(result.correlation, [])
+                        result.reached = dict(reached if kept.full else began)
+                        kept = None
+                elif kept is not None and found:
+                    kept.add(msg, found)
                 if meet is not None:
                     reached[tp] = offset + 1
             if offset + 1 >= end:
