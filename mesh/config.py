@@ -196,6 +196,10 @@ class AgentSettings(_Section):
     #: the partition is paused until its oldest unfinished event finishes, so one hung
     #: event bounds memory and what a restart must redeliver.
     max_uncommitted: int = Field(default=10_000, ge=1)
+    #: A batch agent's handler gets at most this many events at once...
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    #: ... gathered for at most this long while an earlier batch runs.
+    batch_wait: Duration = Field(default=0.05, gt=0)
     group_id: str | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     #: How long the broker keeps this agent's dead letters (``retention.ms`` of its
@@ -241,6 +245,9 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     #: A span per handled event through the OpenTelemetry API (the ``otel`` extra).
     tracing: bool = False
+    #: ``"user:password"``: ``mesh console`` asks for basic auth on every page (its
+    #: ``--auth`` wins over this).
+    console_auth: SecretStr | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -252,6 +259,13 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _FileSource(settings_cls)
+
+    @field_validator("console_auth")
+    @classmethod
+    def _user_and_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("use USER:PASSWORD")
+        return value
 
     @field_validator("kafka")
     @classmethod
@@ -300,6 +314,9 @@ class Settings(BaseSettings):
         if self.registry_auth is not None:
             user = self.registry_auth.get_secret_value().split(":", 1)[0]
             data["registry_auth"] = f"{user}:{_MASK}"
+        if self.console_auth is not None:
+            user = self.console_auth.get_secret_value().split(":", 1)[0]
+            data["console_auth"] = f"{user}:{_MASK}"
         return data
 
     def _redacted_kafka(self) -> dict[str, Any]:

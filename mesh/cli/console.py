@@ -44,9 +44,9 @@ def console(
     auth: Annotated[
         str | None,
         typer.Option(
-            envvar="MESH_CONSOLE_AUTH",
             metavar="USER:PASSWORD",
-            help="Require basic auth on every page (console_auth).",
+            help="Require basic auth on every page (default: console_auth in mesh.toml, "
+            "or MESH_CONSOLE_AUTH).",
             show_default=False,
         ),
     ] = None,

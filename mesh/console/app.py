@@ -3,9 +3,10 @@
 Safety, in one place: the server binds where it is told (``127.0.0.1`` by default, see
 the CLI); every write is a POST that needs the process's CSRF token, is refused unless
 the console was started with ``allow_writes``, and, like every page, needs basic auth
-when ``auth`` is set. No inline script or style is allowed (Content-Security-Policy), and
-every response passes through :meth:`Console.scrub`, which masks the registry password
-and the Kafka secrets wherever an error message might have carried them.
+when ``auth`` (else the settings' ``console_auth``) is set. No inline script or style is
+allowed (Content-Security-Policy), and every response passes through
+:meth:`Console.scrub`, which masks the registry and console passwords and the Kafka
+secrets wherever an error message might have carried them.
 
 Library calls block on the broker, so handlers run them in threads; the overview's
 counts come from a :class:`~mesh.console.source.Sampler` refreshed every ``refresh_s``
@@ -92,7 +93,8 @@ class ConsoleOptions:
     app: Mesh | None = None
     metrics_urls: Sequence[str] = ()
     allow_writes: bool = False
-    auth: str | None = None  # "user:password" for basic auth on every request
+    #: "user:password" for basic auth on every request; None: the settings' console_auth.
+    auth: str | None = None
     refresh_s: float = 2.0
     idle_s: float = 60.0  # a round of 2,000 partitions costs ~0.5 s of CPU on Tansu
     trace_since: str = "24h"
@@ -127,7 +129,11 @@ class Console:
             writes=self.options.allow_writes,
             csrf=self.csrf,
         )
-        self._secrets = _secrets(settings)
+        auth = self.options.auth
+        if auth is None and settings.console_auth is not None:
+            auth = settings.console_auth.get_secret_value()
+        self.auth = auth
+        self._secrets = _secrets(settings, auth)
         self._sampling = ThreadPoolExecutor(1, thread_name_prefix="mesh-console-sample")
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
@@ -216,10 +222,14 @@ class Console:
         self._sampling.shutdown()
 
 
-def _secrets(settings: Settings) -> list[str]:
+def _secrets(settings: Settings, auth: str | None = None) -> list[str]:
     """Every secret value the settings hold: the registry password (in its URL or in
-    registry_auth) and each Kafka property that :meth:`Settings.redacted` masks."""
+    registry_auth), the console's own password (*auth*, console_auth) and each Kafka
+    property that :meth:`Settings.redacted` masks."""
     found = []
+    for credentials in (auth, settings.console_auth and settings.console_auth.get_secret_value()):
+        if credentials:
+            found.append(credentials.partition(":")[2])
     password = urlsplit(settings.registry_url).password
     if password:
         found.append(password)
@@ -323,7 +333,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Basic auth on every request when the console has credentials."""
-    expected = request.app[CONSOLE].options.auth
+    expected = request.app[CONSOLE].auth
     if expected is None:
         return await handler(request)
     scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")

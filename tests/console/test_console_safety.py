@@ -7,11 +7,18 @@ import asyncio
 import base64
 import re
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
+from pydantic import SecretStr
+from typer.testing import CliRunner
 
+import mesh.cli
 from mesh import Settings
+from mesh.config import load_settings
 from mesh.console.app import ConsoleOptions
+from mesh.errors import ConfigError
 from tests.console.support import SCRIPT, Shop, console_client, next_event
 
 ATTACK = '<img src=x onerror="alert(1)">'
@@ -119,6 +126,54 @@ def test_basic_auth_guards_every_page_when_set(shop: Shop, mesh_settings: Settin
                 assert right.status == 200, path
 
     asyncio.run(body())
+
+
+def test_console_auth_in_the_settings_guards_every_page_and_the_option_wins(
+    shop: Shop, mesh_settings: Settings
+) -> None:
+    settings = mesh_settings.model_copy(update={"console_auth": SecretStr("ops:from-settings")})
+
+    async def body() -> None:
+        async with console_client(ConsoleOptions(settings, app=shop.app)) as client:
+            for path in ("/", "/dlq", "/static/console.js"):
+                assert (await client.get(path)).status == 401
+                assert (await client.get(path, headers=_basic("ops:guess"))).status == 401
+                right = await client.get(path, headers=_basic("ops:from-settings"))
+                assert right.status == 200, path
+                assert "from-settings" not in await right.text()
+        overridden = ConsoleOptions(settings, app=shop.app, auth="ops:from-flag")
+        async with console_client(overridden) as client:
+            assert (await client.get("/", headers=_basic("ops:from-settings"))).status == 401
+            right = await client.get("/", headers=_basic("ops:from-flag"))
+            assert right.status == 200
+            assert "from-flag" not in await right.text()
+
+    asyncio.run(body())
+
+
+def test_console_auth_is_read_from_mesh_toml_and_the_environment_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MESH_CONSOLE_AUTH", raising=False)
+    monkeypatch.delenv("MESH_CONFIG", raising=False)
+    Path("mesh.toml").write_text('console_auth = "ops:from-file"\n')
+    settings = load_settings()
+    assert settings.console_auth is not None
+    assert settings.console_auth.get_secret_value() == "ops:from-file"
+    assert settings.redacted()["console_auth"] == "ops:**********"
+    assert "from-file" not in repr(settings)
+    monkeypatch.setenv("MESH_CONSOLE_AUTH", "ops:from-env")
+    from_env = load_settings().console_auth
+    assert from_env is not None
+    assert from_env.get_secret_value() == "ops:from-env"
+    shown = CliRunner().invoke(mesh.cli.app, ["config", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert "ops:**********" in shown.stdout
+    assert "from-env" not in shown.output
+    monkeypatch.setenv("MESH_CONSOLE_AUTH", "just-a-user")
+    with pytest.raises(ConfigError, match="console_auth: use USER:PASSWORD"):
+        load_settings()
 
 
 def test_no_secret_reaches_a_page(failed: Shop, mesh_settings: Settings) -> None:
