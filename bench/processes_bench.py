@@ -6,10 +6,12 @@ fresh topic pair (``--partitions``) is filled with ``--events`` events first, th
 ``mesh run bench_cpu_app:app --processes N`` (metrics off) is started as a user starts
 it, and its group's committed offsets are read every 50 ms: the throughput is measured
 between 10 % and 90 % of the events committed (start-up and the group's join excluded),
-and the wall time from start to the last commit is printed beside it, with the load
-average (other work on a shared machine skews a round). ``--processes 1`` is today's
-in-process ``mesh run``. The embedded broker runs on the same cores, so the ideal ratio
-on a 2-core machine is below 2::
+and the wall time from start to the last commit is printed beside it, with the cores
+mesh's processes used meanwhile (CPU time of the process tree over the window) and the
+load average (other work on a shared machine skews a round): when the CPU ms per event
+stay equal and the cores used stay below the machine's, free cores bound the ratio.
+``--processes 1`` is today's in-process ``mesh run``. The embedded broker runs on the
+same cores, so the ideal ratio on a 2-core machine is below 2::
 
     python bench/processes_bench.py [--events 5000] [--work-ms 2] [--rounds 2]
 """
@@ -89,6 +91,30 @@ def _timed(n: int) -> float:
     return time.perf_counter() - began
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds (user + system) of *root_pid* and its live descendants."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree, grew = {root_pid}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(ticks.get(pid, 0) for pid in tree) / TICKS
+
+
 def committed_total(probe: Consumer, topic: str, partitions: int) -> int:
     tps = probe.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     return sum(max(0, tp.offset) for tp in tps)
@@ -96,8 +122,9 @@ def committed_total(probe: Consumer, topic: str, partitions: int) -> int:
 
 def one_run(
     root: Path, broker: str, registry: str, processes: int, iterations: int, args: Namespace
-) -> tuple[float, float]:
-    """(events/s between 10 % and 90 % committed, wall seconds from start to the end)."""
+) -> tuple[float, float, float]:
+    """Events/s between 10 % and 90 % committed, the wall seconds from start to the end,
+    and the cores mesh's processes used between 10 % and 90 %."""
     prefix = f"bench-cpu-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
@@ -138,6 +165,7 @@ def one_run(
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     marks: dict[float, float] = {}
+    cpu: dict[float, float] = {}
     try:
         while True:
             done = committed_total(probe, source, args.partitions)
@@ -145,6 +173,7 @@ def one_run(
             for share in (0.1, 0.9, 1.0):
                 if share not in marks and done >= share * args.events:
                     marks[share] = now
+                    cpu[share] = tree_cpu_s(proc.pid)
             if 1.0 in marks:
                 break
             if proc.poll() is not None:
@@ -160,8 +189,8 @@ def one_run(
             proc.kill()
         probe.close()
         log.close()
-    rate = 0.8 * args.events / (marks[0.9] - marks[0.1])
-    return rate, marks[1.0] - began
+    window = marks[0.9] - marks[0.1]
+    return 0.8 * args.events / window, marks[1.0] - began, (cpu[0.9] - cpu[0.1]) / window
 
 
 def main() -> None:
@@ -184,16 +213,22 @@ def main() -> None:
         f"{args.events} events, {args.work_ms} ms of CPU each ({iterations} iterations), "
         f"{args.partitions} partitions, {os.cpu_count()} cores"
     )
-    print(f"{'round':>5} {'processes':>9} {'events/s':>9} {'wall s':>7} {'load':>5}")
+    print(f"{'round':>5} {'processes':>9} {'events/s':>9} {'wall s':>7} {'cores':>6} {'load':>5}")
     ratios = []
     try:
         for n in range(1, args.rounds + 1):
             rates = {}
             for processes in (1, 2) if n % 2 else (2, 1):  # alternate: the machine drifts
-                rate, wall = one_run(root, broker.url, registry.url, processes, iterations, args)
+                rate, wall, cores = one_run(
+                    root, broker.url, registry.url, processes, iterations, args
+                )
                 rates[processes] = rate
                 load = os.getloadavg()[0]  # other work on the machine skews a round
-                print(f"{n:>5} {processes:>9} {rate:9.0f} {wall:7.1f} {load:5.1f}", flush=True)
+                print(
+                    f"{n:>5} {processes:>9} {rate:9.0f} {wall:7.1f} {cores:6.2f} "
+                    f"{cores / rate * 1000:12.2f} {load:5.1f}",
+                    flush=True,
+                )
             ratios.append(rates[2] / rates[1])
             print(f"round {n}: --processes 2 / 1 = {ratios[-1]:.2f}", flush=True)
     finally:
