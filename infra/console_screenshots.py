@@ -1,4 +1,4 @@
-"""Screenshots of ``mesh console`` for the README, taken by the browser its tests use.
+"""Screenshots of ``mesh console`` for its documentation, taken by the browser its tests use.
 
 Starts its own broker and registry, runs a small research app whose writer fails on
 one topic (so there are retries and dead letters), serves the console on it with the
@@ -7,7 +7,7 @@ app's /metrics, and saves what headless Chromium shows (Debian's ``chromium`` an
 
     python infra/console_screenshots.py [--out infra/screenshots]
 
-Run it again after changing a page; the README shows the files it writes.
+Run it again after changing a page; docs/console.md shows the files it writes.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from mesh import Context, Event, Mesh, RetryPolicy, Settings
 from mesh.testing import call_agent, unique_name
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TESTING_DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 
 
 def _pipeline(make_app: Callable[..., Mesh]) -> tuple[Mesh, type[Event], type[Event]]:
@@ -168,13 +168,14 @@ def test_call_agent_refuses_an_unknown_agent() -> None:
         call_agent(_app(), "nope", Asked(text="x"))
 
 
-# -- the README's example, as a user would run it -------------------------------------------
+# -- the documented example (docs/testing.md), as a user would run it ----------------------
 
 
-def test_the_readme_testing_example_passes_as_written(
+def test_the_documented_testing_example_passes_as_written(
     tmp_path: Path, mesh_bootstrap_servers: str, mesh_registry_url: str
 ) -> None:
-    section = README.read_text().split("### Testing your agents", 1)[1].split("\n## ", 1)[0]
+    section = TESTING_DOC.read_text().split("\n## Testing your agents\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n# (\S+\.py)\n(.*?)```", section, re.DOTALL)
     assert [name for name, _ in blocks] == ["helpdesk.py", "test_helpdesk.py"]
     for name, code in blocks:

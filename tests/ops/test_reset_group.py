@@ -200,10 +200,10 @@ def test_bad_input_exits_2(
     assert "no committed offsets" in fresh.stderr
 
 
-def test_the_readme_undo_recipe_puts_the_offsets_back(
+def test_the_documented_undo_recipe_puts_the_offsets_back(
     group: Group, reset: Callable[..., Result], mesh_admin: AdminClient, tmp_path: Path
 ) -> None:
-    """README: ``--export before.csv`` (a dry run), ``--execute``, then ``--from-file
+    """docs/debugging.md: ``--export before.csv`` (a dry run), ``--execute``, then ``--from-file
     before.csv --execute`` undoes it. ``--export`` once wrote the new offsets: 0/0/0."""
     before = tmp_path / "before.csv"
     planned = tmp_path / "planned.csv"
