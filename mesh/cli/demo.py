@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mesh.cli._console import console, err_console
+from mesh.cli._options import BootstrapServers, ConfigFile, RegistryUrl
 from mesh.config import Settings, load_settings
 from mesh.dev.demo import APP_SPEC, DemoOptions, DemoReport, RunStatus, run_demo
 from mesh.errors import InputError
@@ -48,16 +48,16 @@ def demo(
         typer.Option(help="Leave the embedded broker and registry running, to look deeper."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="No live view; a JSON summary.")] = False,
-    config_file: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-    ] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Run the research pipeline (shipped with mesh) under injected faults; 0 if nothing is lost.
 
-    Starts a fresh embedded broker and registry for the run (unless MESH_BOOTSTRAP_SERVERS
-    or mesh.toml names a cluster), several `mesh run` workers, submits the requests and
-    shows progress read from Kafka. Exit code 0 when every request completed or its
+    Starts a fresh embedded broker and registry for the run (unless -b,
+    MESH_BOOTSTRAP_SERVERS or mesh.toml names a cluster), several `mesh run` workers and
+    `mesh console` (its URL printed), submits the requests and shows progress read from
+    Kafka. Exit code 0 when every request completed or its
     failure is in a dead-letter topic; 1 otherwise; 130 on Ctrl-C. Worker logs are in
     .mesh/demo/.
     """
@@ -73,7 +73,9 @@ def demo(
         timeout_s=timeout,
         keep_stack=keep_stack,
     )
-    settings = load_settings(config_file)
+    settings = load_settings(
+        config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url
+    )
     try:
         if as_json:
             report = run_demo(options, settings, on_note=lambda n: err_console.print(escape(n)))
@@ -145,6 +147,8 @@ def _summary(report: DemoReport) -> None:
             f"worker {report.killed[0]} SIGKILLed, worker {report.replacements[0]} took over",
         )
     table.add_row("took", f"{report.elapsed_s:.1f}s on {report.stack}")
+    if report.console_url is not None and report.stack_kept and report.embedded:
+        table.add_row("console", f"{report.console_url} (still running)")
     table.add_row("worker logs", str(report.log_dir))
     console.print(table)
     console.print("\nLook deeper:")
@@ -169,5 +173,7 @@ def _hints(report: DemoReport) -> list[str]:
         lines.append(f"mesh trace {example}")
         lines.append(f"mesh replay research.findings --from-beginning --correlation-id {example}")
     if report.stack_kept and report.embedded:
-        lines.append(f"mesh dev down --state-dir {report.log_dir}   [dim]# stops the stack[/]")
+        lines.append(
+            f"mesh dev down --state-dir {report.log_dir}   [dim]# stops the stack and console[/]"
+        )
     return lines

@@ -16,7 +16,7 @@ from mesh.dev.smoke import run_smoke
 from mesh.dev.stack import DevStack
 
 app = typer.Typer(
-    help="Run a local broker and schema registry in the background (state in .mesh/).",
+    help="Run a local broker, schema registry and console in the background (state in .mesh/).",
     no_args_is_help=True,
 )
 
@@ -25,23 +25,45 @@ StateDir = Annotated[Path, typer.Option("--state-dir", help="Where pids, ports a
 
 @app.command("up")
 def up(
+    *,
     broker_port: Annotated[
         int, typer.Option(min=1, max=65535, help="Broker port on 127.0.0.1.")
     ] = 9092,
     registry_port: Annotated[
         int, typer.Option(min=1, max=65535, help="Registry port on 127.0.0.1.")
     ] = 8081,
+    console_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="`mesh console` port on 127.0.0.1.")
+    ] = 8080,
+    with_console: Annotated[
+        bool, typer.Option("--console/--no-console", help="Start `mesh console` too.")
+    ] = True,
+    allow_writes: Annotated[
+        bool,
+        typer.Option("--allow-writes", help="Let the console redrive dead letters."),
+    ] = False,
     state_dir: StateDir = Path(".mesh"),
 ) -> None:
-    """Start the embedded broker and registry, or report the stack already running."""
+    """Start the embedded broker, registry and console, or report the stack already running.
+
+    The console reads every mesh consumer group on the broker (read-only unless
+    --allow-writes; basic auth when console_auth is set); `mesh dev down` stops it too.
+    """
     stack = DevStack(state_dir)
     already = bool(stack.status()) and all(alive for _, alive in stack.status().values())
-    records = stack.up(broker_port=broker_port, registry_port=registry_port)
+    records = stack.up(
+        broker_port=broker_port,
+        registry_port=registry_port,
+        console_port=console_port if with_console else None,
+        console_args=["--allow-writes"] if allow_writes else [],
+    )
     by_name = {rec.name: rec for rec in records}
     verb = "already running" if already else "started"
     console.print(f"mesh dev stack {verb}")
     console.print(f"  bootstrap servers: [bold]{by_name['broker'].url}[/]")
     console.print(f"  registry url:      [bold]{by_name['registry'].url}[/]")
+    if "console" in by_name:
+        console.print(f"  console:           [bold]{by_name['console'].url}[/]")
 
 
 @app.command("status")

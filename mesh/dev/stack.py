@@ -1,4 +1,5 @@
-"""The embedded development stack: a Tansu broker and a mesh registry as child processes.
+"""The embedded development stack: a Tansu broker and a mesh registry as child processes,
+and ``mesh console`` watching them.
 
 Used by ``mesh dev`` (processes that outlive the command, recorded in ``.mesh/``)
 and by the pytest plugin (processes that live for one test session). Tansu keeps
@@ -34,6 +35,7 @@ __all__ = [
     "free_port",
     "group_config",
     "start_broker",
+    "start_console",
     "start_registry",
 ]
 
@@ -340,6 +342,49 @@ def start_registry(
     return proc
 
 
+def start_console(
+    *,
+    bootstrap_servers: str,
+    registry_url: str,
+    port: int,
+    log_dir: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> ManagedProcess:
+    """Start ``mesh console`` on ``127.0.0.1:port``, reading *bootstrap_servers* and
+    *registry_url*, with more of its options in *args*.
+
+    The addresses go in its environment (on top of *env*, default this process's), not
+    its command line, where a registry URL's password would be seen by ``ps``.
+    """
+    environment = dict(os.environ if env is None else env)
+    environment.update(
+        {"MESH_BOOTSTRAP_SERVERS": bootstrap_servers, "MESH_REGISTRY_URL": registry_url}
+    )
+    proc = ManagedProcess(
+        name="console",
+        argv=[
+            sys.executable,
+            "-m",
+            "mesh",
+            "console",
+            "--host",
+            LOCALHOST,
+            "--port",
+            str(port),
+            *args,
+        ],
+        port=port,
+        url=f"http://{LOCALHOST}:{port}/",
+        log_path=log_dir / "console.log",
+        ready=lambda: _accepts_connections(port),
+        env=environment,
+    )
+    proc.start(timeout_s=timeout_s)
+    return proc
+
+
 class DevStack:
     """The background stack of ``mesh dev``, remembered in ``<state_dir>/stack.json``."""
 
@@ -375,24 +420,51 @@ class DevStack:
         except (OSError, ValueError):
             return BROKER_KIND
 
-    def up(self, *, broker_port: int = 9092, registry_port: int = 8081) -> list[ProcessRecord]:
-        """Start the broker and the registry unless the recorded stack already runs."""
+    def up(
+        self,
+        *,
+        broker_port: int = 9092,
+        registry_port: int = 8081,
+        console_port: int | None = None,
+        console_args: Sequence[str] = (),
+    ) -> list[ProcessRecord]:
+        """Start the broker and the registry (and ``mesh console`` on *console_port*, with
+        *console_args*) unless the recorded stack already runs."""
         status = self.status()
         if status and all(alive for _, alive in status.values()):
             return [rec for rec, _ in status.values()]
         if status:
             self.down()  # a partial stack: restart it cleanly
-        broker = start_broker(port=broker_port, log_dir=self.state_dir)
+        started = [start_broker(port=broker_port, log_dir=self.state_dir)]
         try:
-            registry = start_registry(
-                bootstrap_servers=broker.url, port=registry_port, log_dir=self.state_dir
+            started.append(
+                start_registry(
+                    bootstrap_servers=started[0].url, port=registry_port, log_dir=self.state_dir
+                )
             )
+            if console_port is not None:
+                env = {k: v for k, v in os.environ.items() if k != "MESH_APP"}
+                started.append(
+                    start_console(
+                        bootstrap_servers=started[0].url,
+                        registry_url=started[1].url,
+                        port=console_port,
+                        log_dir=self.state_dir,
+                        args=console_args,
+                        env=env,
+                    )
+                )
         except DevStackError:
-            broker.stop()
+            for proc in reversed(started):
+                proc.stop()
             raise
-        records = [broker.record(), registry.record()]
+        records = [proc.record() for proc in started]
         self._save(records)
         return records
+
+    def adopt(self, proc: ManagedProcess) -> None:
+        """Record *proc*, started by someone else, as part of the stack: ``down`` stops it."""
+        self._save([*self._load(), proc.record()])
 
     def down(self) -> list[ProcessRecord]:
         """Stop the processes this stack started (and only those); return them."""

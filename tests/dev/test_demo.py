@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -78,6 +80,11 @@ def test_demo_from_an_empty_directory_with_a_crashed_worker_accounts_for_every_r
     assert summary["killed_workers"]
     assert summary["replacement_workers"]
     assert "SIGKILLed worker" in done.stderr
+    console_url = summary["console_url"]
+    assert console_url.startswith("http://127.0.0.1:")
+    assert f"mesh console at {console_url} (read-only)" in done.stderr
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(console_url, timeout=5)  # stopped with the demo
 
     records = read_run(mesh_settings, summary["run_id"])
     submitted = {h["mesh.correlation-id"] for h in records["research.submissions"]}
@@ -104,6 +111,36 @@ def test_demo_from_an_empty_directory_with_a_crashed_worker_accounts_for_every_r
     p50, p99 = summary["latency_ms"]["p50"], summary["latency_ms"]["p99"]
     assert completed
     assert 0 < p50 <= p99
+
+
+def test_demo_keep_stack_keeps_its_console_until_dev_down(tmp_path: Path) -> None:
+    """On a fresh embedded stack (no cluster configured), named by -b nowhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env.pop("PYTHONPATH", None)
+
+    def mesh(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mesh", *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+
+    done = mesh("demo", "--requests", "2", "--workers", "1", "--failure-rate", "0",
+                "--keep-stack", "--json")  # fmt: skip
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads(done.stdout)
+        console_url = summary["console_url"]
+        assert f"mesh console at {console_url}" in done.stderr
+        with urllib.request.urlopen(console_url, timeout=30) as answer:
+            page = answer.read().decode()
+        assert 'href="/agents/planner"' in page  # the pipeline's agents, by its app
+        assert summary["stack"].removeprefix("an embedded broker at ") in page
+    finally:
+        down = mesh("dev", "down", "--state-dir", ".mesh/demo")
+    assert down.returncode == 0, down.stderr
+    assert "stopped console" in down.stdout
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(console_url, timeout=5)
 
 
 def test_demo_refuses_bad_input_with_exit_code_2(tmp_path: Path) -> None:

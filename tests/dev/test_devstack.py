@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -38,39 +39,74 @@ def mesh_cli(
 
 
 def test_up_status_down_lifecycle(tmp_path: Path) -> None:
-    broker_port, registry_port = free_port(), free_port()
+    broker_port, registry_port, console_port = free_port(), free_port(), free_port()
     ports = ["--broker-port", str(broker_port), "--registry-port", str(registry_port)]
+    ports += ["--console-port", str(console_port)]
+    console_url = f"http://127.0.0.1:{console_port}/"
     try:
         first = mesh_cli("dev", "up", *ports, cwd=tmp_path)
         assert first.returncode == 0, first.stderr
         assert "started" in first.stdout
         assert f"127.0.0.1:{broker_port}" in first.stdout
         assert f"http://127.0.0.1:{registry_port}" in first.stdout
+        assert f"console:           {console_url}" in first.stdout
 
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{broker_port}"})
         assert admin.list_topics(timeout=10).brokers
         with urllib.request.urlopen(f"http://127.0.0.1:{registry_port}/subjects") as resp:
             assert resp.status == 200
+        with urllib.request.urlopen(console_url, timeout=30) as resp:
+            assert resp.status == 200
+            page = resp.read().decode()
+        assert f"broker 127.0.0.1:{broker_port}" in page  # the console reads the stack
+        assert "read-only" in page
 
         again = mesh_cli("dev", "up", *ports, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         assert "already running" in again.stdout
+        assert console_url in again.stdout
         pids = {name: rec.pid for name, (rec, _) in DevStack(tmp_path / ".mesh").status().items()}
-        assert set(pids) == {"broker", "registry"}
+        assert set(pids) == {"broker", "registry", "console"}
 
         status = mesh_cli("dev", "status", cwd=tmp_path)
         assert status.returncode == 0, status.stderr
-        assert status.stdout.count("running") == 2
+        assert status.stdout.count("running") == 3
         assert f"http://127.0.0.1:{registry_port}" in status.stdout
+        assert console_url in status.stdout
     finally:
         down = mesh_cli("dev", "down", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert "stopped broker" in down.stdout
+    assert f"stopped console (pid {pids['console']})" in down.stdout
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(console_url, timeout=5)
     after = mesh_cli("dev", "status", cwd=tmp_path)
     assert after.returncode == 1
     assert "not running" in after.stdout
+
+
+def test_up_without_the_console_and_a_busy_console_port(tmp_path: Path) -> None:
+    ports = ["--broker-port", str(free_port()), "--registry-port", str(free_port())]
+    try:
+        bare = mesh_cli("dev", "up", *ports, "--no-console", cwd=tmp_path)
+        assert bare.returncode == 0, bare.stderr
+        assert "console" not in bare.stdout
+        assert set(DevStack(tmp_path / ".mesh").status()) == {"broker", "registry"}
+    finally:
+        assert mesh_cli("dev", "down", cwd=tmp_path).returncode == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        busy = sock.getsockname()[1]
+        ports = ["--broker-port", str(free_port()), "--registry-port", str(free_port())]
+        result = mesh_cli("dev", "up", *ports, "--console-port", str(busy), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: cannot start console: port {busy} on 127.0.0.1 is already in use"
+    )
+    assert not (tmp_path / ".mesh" / "stack.json").exists()  # the broker and registry stopped
 
 
 def _is_zombie(pid: int) -> bool:
@@ -185,7 +221,10 @@ def test_commands_follow_the_dev_stack_started_on_other_ports(tmp_path: Path) ->
 
     assert mesh("schema", "gen", "--module", "stack_events").returncode == 0
     broker_port, registry_port = free_port(), free_port()
-    up = mesh("dev", "up", "--broker-port", str(broker_port), "--registry-port", str(registry_port))
+    up = mesh(
+        "dev", "up", "--broker-port", str(broker_port), "--registry-port", str(registry_port),
+        "--no-console",
+    )  # fmt: skip
     assert up.returncode == 0, up.stderr
     try:
         state = json.loads((tmp_path / ".mesh" / "stack.json").read_text())

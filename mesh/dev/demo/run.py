@@ -5,8 +5,9 @@ One run: use the configured cluster or start a fresh embedded broker and registr
 start ``workers`` ``mesh run`` processes, submit ``requests`` research requests (their
 ids, prefixed with a run id, are their correlation ids), then watch the topics until
 every request has completed or has a dead letter. With ``crash_worker`` one worker is
-SIGKILLed mid-run and a fresh one started. Whatever happens, every process the run
-started is stopped (the embedded stack is left running with ``keep_stack``).
+SIGKILLed mid-run and a fresh one started. ``mesh console`` watches the run on a free
+port. Whatever happens, every process the run started is stopped (the embedded stack and
+its console are left running with ``keep_stack``).
 
 The agents' policies come from the pipeline's ``mesh.toml`` (timeouts, retries after
 1 s and 2 s, which errors are never retried), passed to the workers as ``MESH_AGENTS``;
@@ -34,8 +35,8 @@ from confluent_kafka.admin import AdminClient
 from mesh.config import AgentSettings, Settings
 from mesh.dev.demo.watch import RunStatus, RunWatcher
 from mesh.dev.demo.workers import WorkerPool
-from mesh.dev.stack import DevStack, free_port
-from mesh.errors import ConfigError
+from mesh.dev.stack import DevStack, ManagedProcess, free_port, start_console
+from mesh.errors import ConfigError, DevStackError
 from mesh.kafka.clients import admin_config
 from mesh.runtime.app import Mesh
 
@@ -85,6 +86,8 @@ class DemoReport:
     replacements: list[int] = field(default_factory=list)
     timed_out: bool = False
     log_dir: Path = Path(".mesh/demo")
+    #: Where ``mesh console`` watched the run (None: it did not start).
+    console_url: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -121,6 +124,7 @@ class DemoReport:
             "elapsed_s": round(self.elapsed_s, 2),
             "timed_out": self.timed_out,
             "stack": self.stack,
+            "console_url": self.console_url,
         }
 
 
@@ -140,9 +144,9 @@ def run_demo(
         settings = _with_agent_policies(stack_settings, config)
         app: Mesh = package.app
         app.settings = settings
-        pool = WorkerPool(
-            APP_SPEC, env=_worker_env(settings, options, run_id), log_dir=options.state_dir
-        )
+        env = _worker_env(settings, options, run_id)
+        pool = WorkerPool(APP_SPEC, env=env, log_dir=options.state_dir)
+        console = _console(settings, env, options, on_note, kept=embedded and options.keep_stack)
         try:
             pids = pool.start(options.workers)
             on_note(f"started {len(pids)} workers (pids {', '.join(map(str, pids))})")
@@ -162,6 +166,7 @@ def run_demo(
                 stack_kept=options.keep_stack or not embedded,
                 settings=settings,
                 log_dir=options.state_dir,
+                console_url=None if console is None else console.url,
             )
             _wait_for_groups(settings, app, timeout_s=20.0)
             started = time.monotonic()
@@ -181,6 +186,8 @@ def run_demo(
         finally:
             pool.stop()
             app.close()
+            if console is not None and not (embedded and options.keep_stack):
+                console.stop()
         # The workers are gone: read what they wrote last, so the summary is final.
         _drain(watcher)
         watcher.close()
@@ -271,6 +278,29 @@ def _stack(
     finally:
         if not options.keep_stack:
             stack.down()
+
+
+def _console(
+    settings: Settings, env: dict[str, str], options: DemoOptions, on_note: OnNote, *, kept: bool
+) -> ManagedProcess | None:
+    """``mesh console --app`` the pipeline on a free port (None if it does not start); when
+    *kept*, part of the embedded stack, which ``mesh dev down --state-dir`` stops."""
+    try:
+        console = start_console(
+            bootstrap_servers=settings.bootstrap_servers,
+            registry_url=settings.registry_url,
+            port=free_port(),
+            log_dir=options.state_dir,
+            args=["--app", APP_SPEC],
+            env=env,
+        )
+    except DevStackError as exc:
+        on_note(f"mesh console did not start ({exc}); the demo runs without it")
+        return None
+    if kept:
+        DevStack(options.state_dir).adopt(console)
+    on_note(f"mesh console at {console.url} (read-only)")
+    return console
 
 
 def _with_agent_policies(settings: Settings, config: Path) -> Settings:
