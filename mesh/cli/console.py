@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from aiohttp import web
 
 from mesh.cli._console import err_console
-from mesh.config import load_settings
+from mesh.cli._options import (
+    BootstrapServers,
+    ConfigFile,
+    RegistryUrl,
+    app_option,
+    client_settings,
+    load_app_option,
+)
 from mesh.console.app import Console, ConsoleOptions, build_app
-from mesh.dev.loader import load_app
-from mesh.errors import ConfigError, InputError
+from mesh.errors import InputError
 
 __all__ = ["console"]
 
@@ -21,12 +26,7 @@ def console(
     *,
     app_spec: Annotated[
         str | None,
-        typer.Option(
-            "--app",
-            envvar="MESH_APP",
-            metavar="MODULE:APP",
-            help="Show this app's agents (default: every mesh consumer group on the cluster).",
-        ),
+        app_option("Show this app's agents (default: every mesh consumer group on the cluster)."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
@@ -50,24 +50,18 @@ def console(
             show_default=False,
         ),
     ] = None,
-    config_file: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Config file (default: $MESH_CONFIG or ./mesh.toml)."),
-    ] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Serve the console until Ctrl-C: agents, chains, dead letters, topics and schemas,
     from Kafka, the registry and the agents' /metrics. Read-only unless --allow-writes."""
     if auth is not None and ":" not in auth:
         raise InputError("--auth: use USER:PASSWORD")
-    mesh_app = None
-    if app_spec is not None:
-        try:
-            mesh_app = load_app(app_spec)
-        except ConfigError as exc:
-            raise InputError(f"--app {app_spec}: {exc}") from None
-    settings = (
-        mesh_app.settings if mesh_app is not None and config_file is None else None
-    ) or load_settings(config_file)
+    mesh_app = load_app_option(app_spec)
+    settings = client_settings(
+        config_file, bootstrap_servers=bootstrap_servers, registry_url=registry_url, app=mesh_app
+    )
     options = ConsoleOptions(
         settings,
         app=mesh_app,
