@@ -60,6 +60,7 @@ from mesh.ops.dlq import (
     DeadLetter,
     DeadLetterFilter,
     dead_letter_topics,
+    read_by_id,
     read_dead_letters,
     read_one,
     redrive,
@@ -503,7 +504,8 @@ async def dead_letter(request: web.Request) -> web.Response:
 
 
 async def redrive_letters(request: web.Request) -> web.Response:
-    """A dry run of the selected dead letters' redrive; with ``confirm``, the redrive."""
+    """A dry run of the selected dead letters' redrive; with ``confirm``, the redrive, of
+    those redriven before too only with ``force``."""
     console = request.app[CONSOLE]
     if not console.options.allow_writes:
         raise web.HTTPForbidden(text="read-only: start the console with --allow-writes\n")
@@ -518,10 +520,11 @@ async def redrive_letters(request: web.Request) -> web.Response:
     if not ids:
         raise InputError("select at least one dead letter")
     execute = form.get("confirm") == "yes"
+    force = execute and form.get("force") == "yes"  # a dry run shows the redriven apart
 
     def run() -> Any:
-        letters = [read_one(console.settings, letter_id)[0] for letter_id in ids]
-        return redrive(console.settings, letters, execute=execute)
+        letters = read_by_id(console.settings, ids)
+        return redrive(console.settings, letters, execute=execute, force=force)
 
     report = await _blocking(run)
     return _page(console, pages.redrive_page(console.chrome, report, ids))

@@ -672,7 +672,14 @@ def dead_letters_page(
             el("td", str(letter.header_int(h.ATTEMPT) or "-"), class_="num"),
             el("td", _time(letter.timestamp_ms)),
             el("td", _chain_link(letter.header(h.CORRELATION_ID))),
-            el("td", str(letter.redrive_count), class_="num"),
+            el(
+                "td",
+                str(letter.redrive_count),
+                el("span", " redriven", class_="badge state-warn", title=iso(letter.redriven.at_ms))
+                if letter.redriven is not None
+                else None,
+                class_="num",
+            ),
             data_letter=letter.id,
         )
         for letter in letters
@@ -783,6 +790,10 @@ def dead_letter_page(chrome: Chrome, letter: DeadLetter, record: TailRecord) -> 
 
 
 def redrive_page(chrome: Chrome, report: RedriveReport, ids: Sequence[str]) -> Markup:
+    """The dry run of a redrive (with the form that confirms it), or what it did.
+
+    Dead letters redriven before are listed apart: they go again only when the
+    confirmation's "force" box is checked."""
     verb = "would send" if report.dry_run else "sent"
     sent = [
         el(
@@ -792,6 +803,20 @@ def redrive_page(chrome: Chrome, report: RedriveReport, ids: Sequence[str]) -> M
             _chain_link(letter.header(h.CORRELATION_ID)),
         )
         for letter in report.sent
+    ]
+    again = "only if forced" if report.dry_run else "not sent: check force to send it again"
+    already = [
+        el(
+            "li",
+            el("a", letter.id, href=_href("dlq", letter.id), class_="mono"),
+            el("span", "already redriven", class_="badge state-warn"),
+            " ",
+            _redriven(letter),
+            f": {again} ",
+            _chain_link(letter.header(h.CORRELATION_ID)),
+            data_already=letter.id,
+        )
+        for letter in report.already
     ]
     skipped = [
         el("li", el("span", letter.id, class_="mono"), f" skipped: {why}")
@@ -803,18 +828,32 @@ def redrive_page(chrome: Chrome, report: RedriveReport, ids: Sequence[str]) -> M
     ]
     summary = (
         f"Matched {report.matched}, {verb} {len(report.sent)}, skipped {len(report.skipped)}"
+        + (f", already redriven {len(report.already)}" if report.already else "")
         + (f", failed {len(report.failed)}." if report.failed else ".")
     )
     confirm = None
-    if report.dry_run and report.sent:
+    if report.dry_run and (report.sent or report.already):
+        forced = None
+        if report.already:
+            forced = el(
+                "p",
+                el(
+                    "label",
+                    el("input", type="checkbox", name="force", value="yes", id="redrive-force"),
+                    f" Force: also redrive the {len(report.already)} already redriven "
+                    "dead letter(s) again",
+                ),
+            )
         confirm = el(
             "form",
             el("input", type="hidden", name="csrf", value=chrome.csrf),
             el("input", type="hidden", name="confirm", value="yes"),
             [el("input", type="hidden", name="id", value=i) for i in ids],
+            forced,
             el(
                 "button",
-                f"Redrive {len(report.sent)} dead letter(s)",
+                f"Redrive {len(report.sent)} dead letter(s)"
+                + (" (and those forced)" if report.already else ""),
                 id="redrive-confirm",
                 class_="danger",
             ),
@@ -834,9 +873,16 @@ def redrive_page(chrome: Chrome, report: RedriveReport, ids: Sequence[str]) -> M
         el("h1", "Redrive: dry run" if report.dry_run else "Redrive: done"),
         el("p", summary, id="redrive-summary"),
         el("p", note, class_="hint") if report.dry_run else None,
-        el("ul", sent, skipped, failed),
+        el("ul", sent, already, skipped, failed),
         confirm,
     )
+
+
+def _redriven(letter: DeadLetter) -> Markup:
+    mark = letter.redriven
+    if mark is None:
+        return Markup()
+    return join(" at ", _time(mark.at_ms), f" to {mark.to_topic}")
 
 
 # -- topics -------------------------------------------------------------------------------

@@ -86,7 +86,9 @@ def test_in_a_browser_an_agent_goes_red_and_its_dead_letter_is_redriven_to_compl
         assert "dead letter" in tree.text
         assert "test.console.PlanReady" not in tree.text
 
-        browser.find_element(By.LINK_TEXT, "open the dead letter").click()
+        opener = browser.find_element(By.LINK_TEXT, "open the dead letter")
+        letter = opener.get_attribute("data-letter")
+        opener.click()
         wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "main"), "Traceback"))
         assert "cannot plan t1" in browser.find_element(By.TAG_NAME, "main").text
 
@@ -106,3 +108,15 @@ def test_in_a_browser_an_agent_goes_red_and_its_dead_letter_is_redriven_to_compl
             return False
 
         wait.until(completed)
+
+        # Once redriven, the letter goes again only when forced, by a checkbox.
+        browser.get(f"{url}/dlq/{letter}")
+        browser.find_element(By.ID, "redrive-preview").click()
+        summary = wait.until(ec.presence_of_element_located((By.ID, "redrive-summary")))
+        assert summary.text == "Matched 1, would send 0, skipped 0, already redriven 1."
+        force = browser.find_element(By.ID, "redrive-force")
+        assert not force.is_selected()
+        force.send_keys(Keys.SPACE)
+        assert force.is_selected()
+        browser.find_element(By.ID, "redrive-confirm").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "redrive-summary"), "sent 1"))

@@ -55,4 +55,29 @@ def test_a_redrive_is_previewed_then_sent_on_confirmation_and_the_chain_complete
             again = await (await client.get("/dlq/" + letter)).text()
             assert "redrive count" in again
 
+            # Redriven once: listed as such, shown apart in a dry run, sent only if forced.
+            listed = await (await client.get("/dlq")).text()
+            row = re.search(rf'<tr data-letter="{re.escape(letter)}">.*?</tr>', listed)
+            assert row is not None
+            assert "redriven</span>" in row.group(0)
+            preview = await (await client.post("/dlq/redrive", data=form)).text()
+            assert "Matched 1, would send 0, skipped 0, already redriven 1." in preview
+            assert f'data-already="{letter}"' in preview
+            assert "already redriven</span>" in preview
+            assert 'type="checkbox" name="force" value="yes" id="redrive-force"' in preview
+            assert 'id="redrive-confirm"' in preview
+            held = _held(mesh_settings, failed.tasks.topic())
+            unforced = {**form, "confirm": "yes"}
+            text = await (await client.post("/dlq/redrive", data=unforced)).text()
+            assert "Matched 1, sent 0, skipped 0, already redriven 1." in text
+            assert "not sent: check force to send it again" in text
+            assert _held(mesh_settings, failed.tasks.topic()) == held
+            forced = {**unforced, "force": "yes"}
+            text = await (await client.post("/dlq/redrive", data=forced)).text()
+            assert "Matched 1, sent 1, skipped 0." in text
+            assert _held(mesh_settings, failed.tasks.topic()) == held + 1
+            dry_force = {**form, "force": "yes"}  # force counts only with the confirmation
+            text = await (await client.post("/dlq/redrive", data=dry_force)).text()
+            assert "Matched 1, would send 0, skipped 0, already redriven 1." in text
+
     asyncio.run(body())
