@@ -38,6 +38,8 @@ CLIENT_COMMANDS = [
     "dlq redrive",
     "replay",
     "replay reset-group",
+    "console",
+    "demo",
 ]
 #: Those that also read or write schemas: each takes --registry-url. The schema commands
 #: that talk to a registry talk to nothing else, so they take no -b.
