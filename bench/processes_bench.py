@@ -213,7 +213,10 @@ def main() -> None:
         f"{args.events} events, {args.work_ms} ms of CPU each ({iterations} iterations), "
         f"{args.partitions} partitions, {os.cpu_count()} cores"
     )
-    print(f"{'round':>5} {'processes':>9} {'events/s':>9} {'wall s':>7} {'cores':>6} {'load':>5}")
+    print(
+        f"{'round':>5} {'processes':>9} {'events/s':>9} {'wall s':>7} {'cores':>6} "
+        f"{'CPU ms/event':>12} {'load':>5}"
+    )
     ratios = []
     try:
         for n in range(1, args.rounds + 1):
