@@ -31,6 +31,7 @@ from mesh.errors import (
 from mesh.event import Event
 from mesh.runtime.app import Mesh
 from mesh.runtime.context import Context, EmitAfterFinishError
+from mesh.runtime.middleware import Middleware
 
 __all__ = [
     "AgentSettings",
@@ -45,6 +46,7 @@ __all__ = [
     "InputError",
     "Mesh",
     "MeshError",
+    "Middleware",
     "PublishError",
     "RegistryError",
     "RetryPolicy",

@@ -54,6 +54,7 @@ from mesh.runtime.context import Context
 from mesh.runtime.delay import Delayed
 from mesh.runtime.failure import DeadLetterReason, ErrorKind
 from mesh.runtime.invoke import invoke, with_context
+from mesh.runtime.retry import DeadLetter, decide
 from mesh.runtime.threads import HandlerThreads
 
 __all__ = [
@@ -416,15 +417,14 @@ def call_agent(
 
 
 def _failed(app: Mesh, agent: str, error: Exception, attempt: int) -> HandlerOutcome:
-    """The worker's decision for a failed attempt (``AgentWorker._retry_or_dead_letter``),
-    as if every earlier attempt had failed too and each retry had run when due."""
+    """The worker's decision for a failed attempt (:func:`mesh.runtime.retry.decide`), as
+    if every earlier attempt had failed too and each retry had run when due."""
     policy = app.retry_policy(agent)
     kind = ErrorKind.TIMEOUT if isinstance(error, TimeoutError) else ErrorKind.TRANSIENT
-    if policy.should_retry(error, attempt):
-        due_ms = sum(policy.delay_ms(n) for n in range(1, attempt + 1))
-        if policy.past_deadline(first_failure_ms=0, due_ms=due_ms):
-            return HandlerOutcome("dead_letter", error=error, reason=DeadLetterReason.DEADLINE)
-        return HandlerOutcome("retry", error=error, retry_in_s=policy.delay_ms(attempt) / 1000)
-    if policy.is_non_retryable(error):
-        kind = ErrorKind.FATAL
-    return HandlerOutcome("dead_letter", error=error, reason=DeadLetterReason.of(kind))
+    earlier_ms = sum(policy.delay_ms(n) for n in range(1, attempt))
+    decision = decide(
+        policy, error, kind, attempt, now_ms=earlier_ms, first_failure_ms=0, jitter=False
+    )
+    if isinstance(decision, DeadLetter):
+        return HandlerOutcome("dead_letter", error=error, reason=decision.reason)
+    return HandlerOutcome("retry", error=error, retry_in_s=decision.delay_ms / 1000)

@@ -54,7 +54,6 @@ from mesh.ops.replay import (
 from mesh.ops.reset import ResetPlan, ResetTo, apply_reset, plan_reset, read_offsets_csv
 from mesh.ops.sinks import AgentSink, LineSink, TopicSink
 from mesh.runtime.app import Mesh
-from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.serde import Serde
 
 __all__ = ["app"]
@@ -269,12 +268,10 @@ def _source(
         known = ", ".join(mesh_app.agents) or "none"
         raise InputError(f"app {mesh_app.name!r} has no agent {dlq!r}; its agents are: {known}")
     present = existing_topics(AdminClient(admin_config(settings)))
-    topics = [
-        dead_letter_topic(t.topic(), mesh_app.group_id(dlq)) for t in mesh_app.agents[dlq].consumes
-    ]
-    found = [t for t in dict.fromkeys(topics) if t in present]
+    topics = list(mesh_app.topology(dlq).dead_letters)
+    found = [t for t in topics if t in present]
     if len(found) != 1:
-        listed = ", ".join(dict.fromkeys(topics))
+        listed = ", ".join(topics)
         what = "none exists yet" if not found else "name one as SOURCE"
         raise InputError(f"agent {dlq!r} dead-letters to {listed}: {what}")
     return found[0], None

@@ -26,6 +26,7 @@ from mesh.kafka.reader import Tail, TailRecord
 from mesh.kafka.topics import existing_topics
 from mesh.ops.dlq import DeadLetter
 from mesh.runtime.app import Mesh
+from mesh.runtime.topology import dead_letter_topic
 from mesh.serde import Serde
 
 __all__ = [
@@ -102,7 +103,7 @@ def cluster_agents(settings: Settings) -> list[AgentInfo]:
             retry_topics=tuple(
                 t for t in sorted(topics) for s in consumed if t.startswith(f"{s}.{group}.retry.")
             ),
-            dead_letter_topics=tuple(f"{s}.{group}.dlq" for s in consumed),
+            dead_letter_topics=tuple(dead_letter_topic(s, group) for s in consumed),
         )
         for group, consumed in sorted(sources.items())
     ]

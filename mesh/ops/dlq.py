@@ -34,7 +34,6 @@ from mesh.kafka.clients import admin_config
 from mesh.kafka.reader import Tail, TailRecord, tail_record
 from mesh.kafka.topics import TopicSpec, ensure_topics, existing_topics
 from mesh.runtime.app import Mesh
-from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import delay_dead_letter_topic, namespace_of
 from mesh.runtime.failure import DeadLetterReason
 from mesh.runtime.publisher import Publisher
@@ -215,10 +214,10 @@ def dead_letter_topics(
         known = ", ".join(agents) or "none"
         raise InputError(f"app {app.name!r} has no agent {agent!r}; its agents are: {known}")
     wanted = [
-        dead_letter_topic(event_type.topic(), app.group_id(name))
-        for name, spec in agents.items()
+        topic
+        for name in agents
         if agent is None or name == agent
-        for event_type in spec.consumes
+        for topic in app.topology(name).dead_letters
     ]
     if agent is None:
         wanted.append(delay_dead_letter_topic(namespace_of(app.settings)))

@@ -37,7 +37,6 @@ from mesh.kafka.clients import admin_config, reader_config
 from mesh.kafka.compat import TP, end_offsets, offsets_for_times
 from mesh.kafka.topics import existing_topics
 from mesh.runtime.app import Mesh
-from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import delay_dead_letter_topic, namespace_of
 
 __all__ = [
@@ -277,10 +276,10 @@ def app_topics(app: Mesh) -> set[str]:
     Delay topics are left out: a delayed event is shown where it was delivered.
     """
     found = {event_type.topic() for event_type in app.event_types.values()}
-    for name, spec in app.agents.items():
-        found.update(app.retry_topics(name))
-        group = app.group_id(name)
-        found.update(dead_letter_topic(t.topic(), group) for t in spec.consumes)
+    for name in app.agents:
+        topology = app.topology(name)
+        found.update(topology.retries)
+        found.update(topology.dead_letters)
     found.add(delay_dead_letter_topic(namespace_of(app.settings)))
     return found
 

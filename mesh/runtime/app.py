@@ -20,22 +20,23 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from mesh.config import RetryPolicy, Settings, load_settings, parse_timeout
+from mesh.config import RetryPolicy, Settings, load_settings, parse_duration, parse_timeout
 from mesh.envelope import Envelope
 from mesh.errors import ConfigError
 from mesh.event import Event
 from mesh.kafka.clients import admin_config, agent_consumer_config
 from mesh.kafka.topics import TopicSpec, ensure_topics, existing_topics, retention_config
-from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.delay import Delayed, delay_topic_specs, deliver_at_ms
+from mesh.runtime.dispatcher import WorkerOptions
 from mesh.runtime.forwarder import DelayForwarder
 from mesh.runtime.invoke import with_context
 from mesh.runtime.metrics import Metrics
+from mesh.runtime.middleware import Hooks, LogBinding, Measure, Middleware, Trace
 from mesh.runtime.publisher import Publisher
-from mesh.runtime.retry import retry_topic
 from mesh.runtime.threads import HandlerThreads
-from mesh.runtime.tracing import event_tracer
-from mesh.runtime.worker import AgentWorker, WorkerOptions
+from mesh.runtime.topology import Topology
+from mesh.runtime.tracing import EventTracer, event_tracer
+from mesh.runtime.worker import AgentWorker
 from mesh.schema.files import verify_schema
 from mesh.serde import Serde
 
@@ -43,7 +44,8 @@ __all__ = ["AgentSpec", "Mesh"]
 
 log = logging.getLogger(__name__)
 
-_TICK_S = 0.005
+#: How often a running app checks that its delay forwarder is alive.
+_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,13 @@ class AgentSpec:
     timeout_s: float | None = None  # None: mesh.toml decides; 0: no limit
     group_id: str | None = None
     retry: RetryPolicy | None = None
+    batch_size: int | None = None
+    batch_wait_s: float | None = None
+
+    @property
+    def batch(self) -> bool:
+        """Whether the handler takes a list of events (a batch agent)."""
+        return _takes_list(self.handler)
 
 
 class Mesh:
@@ -77,10 +86,12 @@ class Mesh:
         *,
         settings: Settings | None = None,
         schemas_dir: str | Path = "schemas",
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self.name = name
         self.schemas_dir = Path(schemas_dir)
         self._settings = settings
+        self._middleware = list(middleware)
         self._agents: dict[str, AgentSpec] = {}
         self._publisher: Publisher | None = None
         self._serde: Serde | None = None
@@ -97,6 +108,8 @@ class Mesh:
         timeout: str | float | None = None,
         group_id: str | None = None,
         retry: RetryPolicy | None = None,
+        batch_size: int | None = None,
+        batch_wait: str | float | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a handler as an agent.
 
@@ -106,6 +119,12 @@ class Mesh:
         over ``[agents.NAME]`` in ``mesh.toml``. A handler that raises (or exceeds
         *timeout*: 5 minutes unless ``mesh.toml`` says otherwise, ``"off"`` for none) is
         retried through retry topics as *retry* says, then dead-lettered.
+
+        A handler whose first parameter is annotated ``list[EventType]`` is a batch
+        agent: it gets up to *batch_size* events (500 by default), gathered for at most
+        *batch_wait* (50 ms), and returns a list with one result per event (an event, a
+        list of events, or None). When a batch raises, its halves are handled again, down
+        to single events, so only the events that fail are retried or dead-lettered.
         """
         consumed = _as_tuple(consumes)
         for event_type in consumed:
@@ -124,10 +143,16 @@ class Mesh:
                 timeout_s=None if timeout is None else parse_timeout(timeout) or 0.0,
                 group_id=group_id,
                 retry=retry,
+                batch_size=batch_size,
+                batch_wait_s=None if batch_wait is None else parse_duration(batch_wait),
             )
             return handler
 
         return register
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Add *middleware* to every agent of the app (after those added before)."""
+        self._middleware.append(middleware)
 
     @property
     def agents(self) -> dict[str, AgentSpec]:
@@ -159,17 +184,17 @@ class Mesh:
         described = {}
         for name, spec in self._agents.items():
             options = self._options(spec)
+            topology = options.topology
             described[name] = {
-                "group_id": options.group_id,
+                "group_id": topology.group_id,
                 "consumes": [t.event_type() for t in spec.consumes],
                 "emits": [t.event_type() for t in spec.emits],
                 "concurrency": options.concurrency,
                 "timeout_s": options.timeout_s,
+                "batch_size": options.batch_size if options.batch else None,
                 "retry": options.retry.model_dump(mode="json"),
-                "retry_topics": sorted(options.retry_sources),
-                "dead_letter_topics": sorted(
-                    dead_letter_topic(t.topic(), options.group_id) for t in spec.consumes
-                ),
+                "retry_topics": sorted(topology.retries),
+                "dead_letter_topics": sorted(topology.dead_letters),
             }
         return described
 
@@ -189,15 +214,14 @@ class Mesh:
             return self.settings.agent(agent).timeout
         return spec.timeout_s or None  # 0: turned off in the decorator
 
-    def retry_topics(self, agent: str) -> dict[str, str]:
-        """Retry topic -> source topic, for every topic *agent* consumes."""
-        group = self.group_id(agent)
-        delays = self.retry_policy(agent).delays_ms()
-        return {
-            retry_topic(t.topic(), group, delay): t.topic()
-            for t in self._agents[agent].consumes
-            for delay in delays
-        }
+    def topology(self, agent: str) -> Topology:
+        """Every topic *agent* reads and writes its failures to."""
+        return Topology.of(
+            agent,
+            self.group_id(agent),
+            self._agents[agent].consumes,
+            self.retry_policy(agent).delays_ms(),
+        )
 
     # -- publishing ------------------------------------------------------------------
 
@@ -287,7 +311,8 @@ class Mesh:
         metrics.watch_threads(threads)
         workers = []
         for spec in specs:
-            options = self._options(spec)
+            agent_metrics = metrics.agent(spec.name)
+            options = self._options(spec, self._hooks(spec, agent_metrics, tracer))
             config = agent_consumer_config(
                 self.settings, group_id=options.group_id, overrides=consumer_config
             )
@@ -298,27 +323,31 @@ class Mesh:
                     publisher=publisher,
                     serde=self._get_serde(),
                     threads=threads,
-                    metrics=metrics.agent(spec.name),
-                    tracer=tracer,
+                    metrics=agent_metrics,
                 )
             )
         forwarder = DelayForwarder(self.settings, consumer_config=consumer_config)
+        publisher.start_reports()
         for worker in workers:
             worker.start()
         forwarder.start()
         log.info("app %s: running %s", self.name, ", ".join(spec.name for spec in specs))
         if ready is not None:
             ready()
+        waits = {asyncio.ensure_future(e.wait()) for e in (stop, *(w.stopping for w in workers))}
         try:
-            while not (stop.is_set() or any(w.stopping for w in workers) or forwarder.failed):
-                for worker in workers:
-                    worker.flush_offsets()
-                await asyncio.sleep(_TICK_S)
+            while forwarder.failed is None:
+                done, _ = await asyncio.wait(waits, timeout=_CHECK_S, return_when="FIRST_COMPLETED")
+                if done:
+                    break
         finally:
+            for wait in waits:
+                wait.cancel()
             await asyncio.gather(
                 *(worker.stop() for worker in workers), loop.run_in_executor(None, forwarder.stop)
             )
             publisher.flush()
+            publisher.stop_reports()
             threads.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -341,28 +370,24 @@ class Mesh:
         topics = self.settings.topics
         admin = AdminClient(admin_config(self.settings))
         sizes = existing_topics(admin)
-        failures = [
-            TopicSpec(
-                dead_letter_topic(t.topic(), self.group_id(spec.name)),
-                sizes.get(t.topic(), topics.partitions),
-                topics.replication_factor,
-                # Dead letters wait for a person: forever unless the agent says otherwise.
-                retention_config(self.settings.agent(spec.name).dead_letter_retention),
-            )
-            for spec in specs
-            for t in spec.consumes
-        ]
+        failures = []
         for spec in specs:
+            topology = self.topology(spec.name)
+            # Dead letters wait for a person: forever unless the agent says otherwise.
+            kept = retention_config(self.settings.agent(spec.name).dead_letter_retention)
             # Retries must outlive their delay: keep them a week, or 10x the longest delay.
-            policy = self.retry_policy(spec.name)
-            longest_ms = max(policy.delays_ms(), default=0)
+            longest_ms = max(self.retry_policy(spec.name).delays_ms(), default=0)
             retention = {"retention.ms": str(max(7 * 86_400_000, 10 * longest_ms))}
-            failures.extend(
-                TopicSpec(
-                    name, sizes.get(source, topics.partitions), topics.replication_factor, retention
+            for topics_of, config in ((topology.dead_letters, kept), (topology.retries, retention)):
+                failures.extend(
+                    TopicSpec(
+                        name,
+                        sizes.get(source, topics.partitions),
+                        topics.replication_factor,
+                        config,
+                    )
+                    for name, source in topics_of.items()
                 )
-                for name, source in self.retry_topics(spec.name).items()
-            )
         ensure_topics(admin, [*failures, *delay_topic_specs(self.settings)])
         # Register what the agents write now: an incompatible schema or an unreachable
         # registry fails the start, not the first emit.
@@ -384,26 +409,38 @@ class Mesh:
             )
         return [self._agents[a] for a in agents]
 
-    def _options(self, spec: AgentSpec) -> WorkerOptions:
+    def _options(self, spec: AgentSpec, hooks: Hooks | None = None) -> WorkerOptions:
         configured = self.settings.agent(spec.name)
-        topics: dict[str, tuple[type[Event], ...]] = {}
-        for event_type in spec.consumes:
-            topics[event_type.topic()] = (*topics.get(event_type.topic(), ()), event_type)
-        retry_sources = self.retry_topics(spec.name)
-        for name, source in retry_sources.items():
-            topics[name] = topics[source]
+        batch_size = spec.batch_size or configured.batch_size
+        concurrency = spec.concurrency
+        if concurrency is None and spec.batch and "concurrency" not in configured.model_fields_set:
+            concurrency = batch_size  # one batch at a time unless told otherwise
         return WorkerOptions(
-            agent=spec.name,
-            group_id=self.group_id(spec.name),
-            topics=topics,
-            handler=with_context(spec.handler),
+            topology=self.topology(spec.name),
+            handler=spec.handler if spec.batch else with_context(spec.handler),
             is_async=inspect.iscoroutinefunction(spec.handler),
-            concurrency=spec.concurrency or configured.concurrency,
+            concurrency=concurrency or configured.concurrency,
             timeout_s=self.timeout_s(spec.name),
             retry=self.retry_policy(spec.name),
-            retry_sources=retry_sources,
             max_uncommitted=configured.max_uncommitted,
+            batch=spec.batch,
+            batch_size=batch_size,
+            batch_wait_s=spec.batch_wait_s or configured.batch_wait,
+            hooks=hooks or Hooks(()),
         )
+
+    def _hooks(self, spec: AgentSpec, metrics: Any, tracer: EventTracer | None) -> Hooks:
+        """The middleware of *spec*: mesh's own (log binding, tracing, metrics), then the app's.
+
+        A batch agent's handler runs once for many events: binding one event's ids to its
+        log lines would mislead.
+        """
+        topology = self.topology(spec.name)
+        middleware: list[Middleware] = [] if spec.batch else [LogBinding()]
+        if tracer is not None:
+            middleware.append(Trace(tracer, topology))
+        middleware.append(Measure(metrics, topology))
+        return Hooks([*middleware, *self._middleware])
 
 
 def _delayed(event: Event, deliver_at: datetime | int | None) -> Event | Delayed:
@@ -417,6 +454,17 @@ def _as_tuple(value: type[Event] | Sequence[type[Event]]) -> tuple[type[Event], 
 def _require_event_type(value: object, where: str) -> None:
     if not (isinstance(value, type) and issubclass(value, Event)):
         raise ConfigError(f"{where}={value!r} is not an event type (a subclass of mesh.Event)")
+
+
+def _takes_list(handler: Callable[..., Any]) -> bool:
+    """Whether the first parameter of *handler* is annotated ``list[...]``."""
+    params = list(inspect.signature(handler).parameters.values())
+    if not params:
+        return False
+    hint = params[0].annotation
+    if isinstance(hint, str):  # postponed: types defined in a function do not resolve
+        return hint.replace(" ", "").startswith(("list[", "typing.List[", "List["))
+    return typing.get_origin(hint) is list
 
 
 def _returned_event_types(handler: Callable[..., Any]) -> tuple[type[Event], ...]:

@@ -32,6 +32,7 @@ class Context:
         "_emits",
         "_headers",
         "_log",
+        "_span_id",
         "agent",
         "attempt",
         "envelope",
@@ -66,6 +67,7 @@ class Context:
         self._emits: list[Event | Delayed] | None = []
         self._headers: dict[str, bytes] | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        self._span_id: str | None = None  # of the handler's trace span: its outputs' parent
 
     def _bind_logs(self) -> None:
         """Tag every line the calling task logs from now on (mesh's own too) with the ids.

@@ -1,8 +1,7 @@
 """Dead letters: records an agent could not process, kept with the reason for review and redrive.
 
-The record is forwarded byte for byte (key, value, user headers) to
-``{source_topic}.{group}.dlq``, one dead-letter topic per source topic and consumer
-group, so another group reading the same source never sees this group's failures.
+The record is forwarded byte for byte (key, value, user headers) to the dead-letter
+topic of its source topic and consumer group (:mod:`mesh.runtime.topology`).
 """
 
 from __future__ import annotations
@@ -12,11 +11,7 @@ from confluent_kafka import Message
 from mesh.headers import DLQ_AGENT, DLQ_REASON
 from mesh.runtime.failure import DeadLetterReason, ErrorKind, failure_headers
 
-__all__ = ["dead_letter_headers", "dead_letter_topic"]
-
-
-def dead_letter_topic(source_topic: str, group_id: str) -> str:
-    return f"{source_topic}.{group_id}.dlq"
+__all__ = ["dead_letter_headers"]
 
 
 def dead_letter_headers(

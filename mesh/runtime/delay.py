@@ -33,7 +33,8 @@ from mesh.config import Settings, parse_duration
 from mesh.errors import ConfigError
 from mesh.headers import DELAY_TARGET, DUE_TS, last
 from mesh.kafka.topics import TopicSpec, retention_config
-from mesh.runtime.retry import due_at_ms, format_delay
+from mesh.runtime.retry import due_at_ms
+from mesh.runtime.topology import format_delay
 
 if TYPE_CHECKING:
     from mesh.event import Event

@@ -22,6 +22,8 @@ from mesh.serde import Serde
 __all__ = ["DeliveryCallback", "Publisher", "Record", "produce"]
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+#: Longest wait for a delivery report; bounds how late the reporting thread stops.
+_REPORT_WAIT_S = 0.2
 
 
 class Record(NamedTuple):
@@ -43,6 +45,8 @@ class Publisher:
         self._admin: AdminClient | None = None
         self._topics_ready: set[str] = set()
         self._lock = threading.Lock()
+        self._reporter: threading.Thread | None = None
+        self._reporting = threading.Event()
 
     def ensure_topics(self, event_types: Iterable[type[Event]]) -> None:
         """Create the topics of *event_types* that do not exist yet (once per process)."""
@@ -107,6 +111,28 @@ class Publisher:
     ) -> None:
         """Queue already-encoded bytes (dead letters and retries forward records byte for byte)."""
         produce(self._producer, topic, value, key, headers, on_delivery=on_delivery)
+
+    def start_reports(self) -> None:
+        """Serve delivery reports as they arrive, on a thread of their own.
+
+        Delivery callbacks then run on that thread: the runtime's hand themselves to the
+        event loop, so acknowledgements drive its progress rather than a timer.
+        """
+        if self._reporter is not None:
+            return
+        self._reporting.set()
+        self._reporter = threading.Thread(target=self._report, name="mesh-acks", daemon=True)
+        self._reporter.start()
+
+    def stop_reports(self) -> None:
+        if self._reporter is not None:
+            self._reporting.clear()
+            self._reporter.join()
+            self._reporter = None
+
+    def _report(self) -> None:
+        while self._reporting.is_set():
+            self._producer.poll(_REPORT_WAIT_S)
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Serve delivery callbacks."""

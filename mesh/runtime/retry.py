@@ -1,40 +1,72 @@
-"""Retries through topics: the policy, the topic names and the headers a retried record carries.
+"""Retries through topics: what a failed attempt leads to, and the headers a retry carries.
 
-A failed record is forwarded, byte for byte, to ``{topic}.{group}.retry.{delay}``: one
-topic per consumer group (another group reading the same source never sees the retry)
-and per distinct delay, so within a partition of a retry topic the due times rise with
-the offsets and the head of the partition is always the next record due. The agent
-consumes its retry topics too; a record that is not yet due is not slept on: its
-partition is paused and rewound to it until it is due (see the worker's poll thread).
+A failed record is forwarded, byte for byte, to the retry topic of its delay (named in
+:mod:`mesh.runtime.topology`). The agent consumes its retry topics too; a record that is
+not yet due is not slept on: its partition is paused and rewound to it until it is due
+(:mod:`mesh.runtime.parking`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from confluent_kafka import Message
 
 from mesh.config import RetryPolicy
 from mesh.headers import DUE_TS, last, to_int
-from mesh.runtime.failure import ErrorKind, failure_headers
+from mesh.runtime.failure import DeadLetterReason, ErrorKind, failure_headers
 
 __all__ = [
+    "DeadLetter",
+    "Retry",
     "RetryPolicy",
+    "decide",
     "due_at_ms",
-    "format_delay",
     "retry_headers",
-    "retry_topic",
 ]
 
 
-def format_delay(delay_ms: int) -> str:
-    """``1s``, ``5m``, ``1500ms``: the suffix of a retry topic."""
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if delay_ms % size == 0:
-            return f"{delay_ms // size}{unit}"
-    return f"{delay_ms}ms"
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try again: through the retry topic of *delay_ms*, due at *due_ms* (epoch ms)."""
+
+    delay_ms: int
+    due_ms: int
 
 
-def retry_topic(source_topic: str, group_id: str, delay_ms: int) -> str:
-    return f"{source_topic}.{group_id}.retry.{format_delay(delay_ms)}"
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Give up: the record goes to the dead-letter topic, with *reason*."""
+
+    kind: ErrorKind
+    reason: DeadLetterReason
+
+
+def decide(
+    policy: RetryPolicy,
+    error: BaseException,
+    kind: ErrorKind,
+    attempt: int,
+    *,
+    now_ms: int,
+    first_failure_ms: int,
+    jitter: bool = True,
+) -> Retry | DeadLetter:
+    """What attempt number *attempt* (1-based), failed with *error*, leads to.
+
+    *first_failure_ms* is when the record first failed (now, on a first attempt): the
+    policy's deadline counts from it. The worker and :func:`mesh.testing.call_agent`
+    both decide through this.
+    """
+    if not policy.should_retry(error, attempt):
+        if policy.is_non_retryable(error):
+            kind = ErrorKind.FATAL
+        return DeadLetter(kind, DeadLetterReason.of(kind))
+    delay_ms = policy.delay_ms(attempt)
+    due_ms = now_ms + (policy.jittered_ms(delay_ms) if jitter else delay_ms)
+    if policy.past_deadline(first_failure_ms=first_failure_ms, due_ms=due_ms):
+        return DeadLetter(kind, DeadLetterReason.DEADLINE)
+    return Retry(delay_ms, due_ms)
 
 
 def due_at_ms(msg: Message) -> int | None:

@@ -127,8 +127,8 @@ def observed(
     groups = {}
     for name in agents or specs:
         if name in specs:  # an unknown name is reported by Mesh.serve
-            topics = [t.topic() for t in specs[name].consumes] + list(app.retry_topics(name))
-            groups[name] = (app.group_id(name), topics)
+            topology = app.topology(name)
+            groups[name] = (topology.group_id, list(topology.consumed))
     lag = ConsumerLag(app.settings, groups, interval_s=lag_interval_s, on_spare=metrics.spare)
     metrics.registry.register(lag)
     server.start()

@@ -14,8 +14,8 @@ import httpx
 
 from mesh import Mesh, Settings
 from mesh.dev.stack import free_port
-from mesh.runtime.dead_letter import dead_letter_topic
 from mesh.runtime.status import observed
+from mesh.runtime.topology import dead_letter_topic
 from mesh.testing import unique_name
 from tests.runtime.observability import (
     ATTEMPTS,

@@ -277,7 +277,7 @@ def test_non_retryable_errors_and_unencodable_outputs_go_straight_to_the_dlq_as_
             agent="worker",
         )
     assert records(mesh_settings, Done.topic()) == []
-    assert all(records(mesh_settings, topic) == [] for topic in app.retry_topics("worker"))
+    assert all(records(mesh_settings, topic) == [] for topic in app.topology("worker").retries)
 
 
 @pytest.fixture
@@ -360,7 +360,7 @@ def test_poison_pills_of_each_kind_are_dead_lettered_once_and_good_events_keep_f
             agent="worker",
         )
     retried = [
-        m.key() for topic in app.retry_topics("worker") for m in records(mesh_settings, topic)
+        m.key() for topic in app.topology("worker").retries for m in records(mesh_settings, topic)
     ]
     assert retried == [b"unknown-schema-id"] * 2
 

@@ -7,7 +7,7 @@ import pytest
 
 from mesh.config import RetryPolicy, load_settings
 from mesh.errors import ConfigError
-from mesh.runtime.retry import format_delay, retry_topic
+from mesh.runtime.topology import format_delay, retry_topic
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,808 @@
+"""The event loop's side of a worker: key lanes, in-flight work, outputs and offsets.
+
+Records arrive in batches from the poll thread (:mod:`mesh.runtime.poller`); everything
+here runs on the asyncio loop, so the bookkeeping needs no locks. The consumer side and
+the producer are injected (:class:`ConsumerPort`, :class:`~mesh.runtime.publisher.Publisher`),
+so the dispatcher can be driven without a broker.
+
+Guarantees:
+
+* an input offset is stored for commit only once its handler finished and every
+  event it emitted was acknowledged (acks=all), and never past an unfinished event
+  of the same partition (:class:`~mesh.runtime.offsets.PartitionOffsets`);
+* events with the same key are handled one after the other, in offset order; other
+  keys of the same partition run concurrently, up to ``concurrency`` events;
+* a partition with ``concurrency`` events waiting behind busy keys, or
+  ``max_uncommitted`` events past its committable offset, is paused until it has room;
+* on revoke and on shutdown, new events stop, in-flight ones get ``drain_timeout_s``
+  to finish, the finished prefix is stored, then the partitions are released.
+
+Acknowledgements drive progress: delivery reports arrive from the producer's poll thread
+(:meth:`Dispatcher.report`) and are settled on the loop in batches; a finished event
+schedules one store of the offsets that moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from mesh.config import RetryPolicy
+from mesh.envelope import Envelope, record_event_id
+from mesh.errors import DeserializationError, PublishError, SerializationError
+from mesh.event import Event
+from mesh.headers import DLQ_VALUE_BYTES
+from mesh.kafka.errors import is_permanent, is_too_large
+from mesh.runtime.context import Context
+from mesh.runtime.dead_letter import dead_letter_headers
+from mesh.runtime.failure import DeadLetterReason, ErrorKind, attempt_of, first_failure_of
+from mesh.runtime.invoke import invoke
+from mesh.runtime.metrics import AgentMetrics
+from mesh.runtime.middleware import Hooks
+from mesh.runtime.offsets import PartitionOffsets
+from mesh.runtime.publisher import Publisher, Record
+from mesh.runtime.retry import DeadLetter, decide, retry_headers
+from mesh.runtime.threads import HandlerThreads
+from mesh.runtime.topology import Topology
+
+__all__ = ["ConsumerPort", "Dispatcher", "WorkerOptions"]
+
+log = logging.getLogger("mesh.runtime.worker")
+
+TP = tuple[str, int]
+#: Async handlers past their timeout are cancelled at most this late. A sweep over the
+#: running handlers costs a dict entry per event; asyncio.timeout() per call (a timer
+#: handle, a context manager, a coroutine frame) cost a quarter of a fast agent's time.
+_SWEEP_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How one agent consumes; built from settings and decorator arguments."""
+
+    topology: Topology
+    handler: Callable[..., Any]
+    is_async: bool
+    concurrency: int
+    timeout_s: float | None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    drain_timeout_s: float = 30.0
+    #: Records taken from the consumer at once.
+    poll_batch: int = 500
+    #: Past this many events received after a partition's committable offset, the
+    #: partition is paused until the oldest unfinished one finishes.
+    max_uncommitted: int = 10_000
+    #: A batch agent's handler takes a list of events (up to *batch_size*, gathered for
+    #: at most *batch_wait_s*) and returns one result per event.
+    batch: bool = False
+    batch_size: int = 500
+    batch_wait_s: float = 0.05
+    hooks: Hooks = field(default_factory=lambda: Hooks(()))
+
+    @property
+    def agent(self) -> str:
+        return self.topology.agent
+
+    @property
+    def group_id(self) -> str:
+        return self.topology.group_id
+
+
+class ConsumerPort(Protocol):
+    """What the dispatcher asks of the consumer's side (:class:`~mesh.runtime.poller.Poller`)."""
+
+    def store(self, offsets: list[TopicPartition]) -> None: ...
+    def pause(self, tp: TP, *, window: int | None = None) -> None: ...
+    def resume(self, tp: TP) -> None: ...
+    def release(self, count: int) -> None: ...
+    @property
+    def in_flight(self) -> int: ...
+
+
+class _Partition:
+    """Bookkeeping of one assigned partition; dropped (and marked revoked) when released."""
+
+    __slots__ = ("closing", "full", "offsets", "revoked", "unacked", "waiting")
+
+    def __init__(self) -> None:
+        self.offsets = PartitionOffsets()
+        self.unacked = 0  # started and not yet finished (handler or deliveries pending)
+        self.waiting = 0  # received, not started: behind a busy key, or for a free slot
+        self.closing = False  # being released: start nothing new
+        self.revoked = False  # released: late completions are ignored
+        self.full = False  # paused: see Dispatcher._crowded
+
+
+class _Job:
+    """One input record on its way through the handler and the producer."""
+
+    __slots__ = ("attempt", "dead", "msg", "part", "pending")
+
+    def __init__(self, msg: Message, part: _Partition) -> None:
+        self.msg = msg
+        self.part = part
+        self.pending = 0  # deliveries still awaited
+        self.attempt = 1  # of the handler, once it ran
+        self.dead = False  # a dead letter of it is written or on its way
+
+
+#: What a record written for a job is; decides what a permanent refusal of it leads to.
+_Write = Literal["output", "retry", "dead letter", "dead letter without value"]
+#: A batch item's outcome: what its handler returned for it, or how it failed.
+_Outcome = tuple[Any, BaseException | None]
+
+
+class Dispatcher:
+    """Runs the handlers of one agent over the records its consumer receives."""
+
+    def __init__(
+        self,
+        options: WorkerOptions,
+        *,
+        port: ConsumerPort,
+        publisher: Publisher,
+        serde: Any,
+        threads: HandlerThreads,
+        metrics: AgentMetrics,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        self.options = options
+        self._port = port
+        self._publisher = publisher
+        self._serde = serde
+        self._threads = threads
+        self._metrics = metrics
+        self._hooks = options.hooks
+        self._on_fatal = on_fatal
+        self._loop = asyncio.get_running_loop()
+        self._topology = options.topology
+        self._parts: dict[TP, _Partition] = {}
+        self._lanes: dict[tuple[str, bytes], deque[_Job]] = {}
+        self._running = 0  # handlers (events) started and not returned
+        self._ready: deque[_Job] = deque()  # free to start (their key is idle), no slot yet
+        self._dirty: set[TP] = set()
+        self._store_scheduled = False
+        self._tasks: set[asyncio.Future[None]] = set()
+        # Delivery reports from the producer's poll thread, settled on the loop.
+        self._reports: deque[tuple[_Job, Record, _Write, KafkaError | None]] = deque()
+        self._settle_scheduled = False
+        # Async handlers with a time limit: task -> loop time it expires; the expired ones
+        # cancelled by the sweep (their CancelledError is a timeout, not a shutdown).
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        # Batch agents: the batch being gathered, its timer, and batches running.
+        self._forming: list[_Job] = []
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._batches = 0
+        self.fatal: BaseException | None = None
+
+    # -- partitions ------------------------------------------------------------------
+
+    def assign(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self._parts[tp] = _Partition()
+        self._metrics.assigned(len(self._parts))
+
+    async def drain(self, tps: set[TP]) -> None:
+        """Stop *tps*, give their started events time to finish, store their offsets."""
+        parts = {tp: self._parts[tp] for tp in tps if tp in self._parts}
+        for part in parts.values():
+            part.closing = True
+        self._drop_queued()
+        deadline = self._loop.time() + self.options.drain_timeout_s
+        while self.fatal is None and any(part.unacked for part in parts.values()):
+            if self._loop.time() > deadline:
+                log.warning(
+                    "agent %s: %d events still in flight after %.0fs; they will be redelivered",
+                    self.options.agent,
+                    sum(part.unacked for part in parts.values()),
+                    self.options.drain_timeout_s,
+                )
+                break
+            await asyncio.sleep(0.005)
+        self._dirty |= set(parts)
+        self._store()
+        for tp, part in parts.items():
+            part.revoked = True
+            self._port.release(part.offsets.unfinished)
+            del self._parts[tp]
+        self._metrics.assigned(len(self._parts))
+
+    def lose(self, tps: set[TP]) -> None:
+        """*tps* belong to another member already: forget their events, store nothing."""
+        parts = {tp: self._parts.pop(tp) for tp in tps if tp in self._parts}
+        for part in parts.values():
+            part.closing = part.revoked = True
+            self._port.release(part.offsets.unfinished)
+        self._drop_queued()
+        self._dirty -= tps
+        self._metrics.assigned(len(self._parts))
+
+    @property
+    def partitions(self) -> set[TP]:
+        return set(self._parts)
+
+    # -- intake ----------------------------------------------------------------------
+
+    def accept(self, batch: Sequence[Message]) -> None:
+        """Take the records the poll thread fetched: start them, or queue them by key."""
+        skipped = 0
+        consumed = self._metrics.consumed
+        for msg in batch:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("agent %s: consumer error: %s", self.options.agent, error)
+                skipped += 1
+                continue
+            part = self._parts.get((msg.topic(), msg.partition()))
+            if part is None or part.closing:
+                skipped += 1  # released while in transit: the next owner reads it again
+                continue
+            part.offsets.add(msg.offset())
+            consumed(msg.topic())
+            job = _Job(msg, part)
+            key = msg.key()
+            if key is not None:
+                lane_key = (msg.topic(), key)
+                lane = self._lanes.get(lane_key)
+                if lane is not None:
+                    part.waiting += 1
+                    lane.append(job)
+                    self._check_crowded(part, msg)
+                    continue
+                self._lanes[lane_key] = deque()
+            self._start(job)
+            self._check_crowded(part, msg)
+        if skipped:
+            self._port.release(skipped)
+        if self._forming and not self._batches:
+            self._launch_batch()  # nothing runs: no reason to wait for more
+        self._metrics.in_flight(self._port.in_flight)
+
+    def _check_crowded(self, part: _Partition, msg: Message) -> None:
+        """Pause the partition of *msg* once it is crowded (see :meth:`_crowded`)."""
+        if not part.full and self._crowded(part):
+            part.full = True
+            window = part.offsets.window
+            big = window if window >= self.options.max_uncommitted else None
+            self._port.pause((msg.topic(), msg.partition()), window=big)
+
+    def _crowded(self, part: _Partition) -> bool:
+        """Too much of the partition is held: its uncommitted window reached
+        ``max_uncommitted`` (one hung event), or ``concurrency`` of its events wait to
+        start (busy keys). The latter keeps one partition's keys from filling the buffer
+        while other partitions' idle keys could run."""
+        return (
+            part.offsets.window >= self.options.max_uncommitted
+            or part.waiting >= self.options.concurrency
+        )
+
+    def _check_relaxed(self, part: _Partition, msg: Message) -> None:
+        """Resume the partition of *msg* once it has room again (half of each bound)."""
+        options = self.options
+        if (
+            part.full
+            and not part.revoked
+            and part.offsets.window <= options.max_uncommitted // 2
+            and part.waiting <= options.concurrency // 2
+        ):
+            part.full = False
+            self._port.resume((msg.topic(), msg.partition()))
+
+    def _start(self, job: _Job) -> None:
+        """Run *job*'s handler, or queue it until one of the ``concurrency`` slots frees."""
+        if self._running >= self.options.concurrency:
+            job.part.waiting += 1
+            self._ready.append(job)
+            return
+        self._running += 1
+        job.part.unacked += 1
+        if self.options.batch:
+            self._forming.append(job)
+            if len(self._forming) >= self.options.batch_size:
+                self._launch_batch()
+            elif self._batch_timer is None:
+                self._batch_timer = self._loop.call_later(
+                    self.options.batch_wait_s, self._launch_batch
+                )
+            return
+        self._track(self._loop.create_task(self._handle(job)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Not the handler (its errors are dead-lettered) but mesh or the registry
+            # failing around it: leave the offset unfinished and stop, so a restart
+            # consumes the record again.
+            self.fail(task.exception())
+
+    def fail(self, error: BaseException | None) -> None:
+        """Stop the worker: *error* leaves its record unfinished (consumed again on restart)."""
+        if self.fatal is None and error is not None:
+            self.fatal = error
+            self._on_fatal(error)
+
+    # -- one event -------------------------------------------------------------------
+
+    def _prepare(self, job: _Job) -> tuple[Event | None, Context, DeserializationError | None]:
+        """The decoded event of *job* (None if it cannot be decoded) and its context."""
+        msg = job.msg
+        headers = msg.headers()
+        if self._topology.source_of(msg.topic())[1]:
+            job.attempt = attempt_of(headers) + 1
+        envelope = Envelope.from_headers(  # a foreign record gets an id from where it is
+            headers,
+            fallback_event_id=record_event_id(msg.topic(), msg.partition(), msg.offset()),
+        )
+        ctx = Context(
+            agent=self.options.agent,
+            envelope=envelope,
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=msg.key(),
+            raw_headers=headers,
+            attempt=job.attempt,
+        )
+        try:
+            return self._decode(msg), ctx, None
+        except DeserializationError as exc:
+            return None, ctx, exc
+
+    async def _handle(self, job: _Job) -> None:
+        event, ctx, undecodable = self._prepare(job)
+        if event is None:
+            self._release_lane(job)
+            self._undecodable(job, ctx, undecodable)  # type: ignore[arg-type]
+            return
+        options = self.options
+        hooks = self._hooks
+        started = time.perf_counter()
+        try:
+            for hook in hooks.before:
+                hook(ctx, event)
+            if options.is_async:  # the common case, inlined
+                call = options.handler(event, ctx)
+                if options.timeout_s is None:
+                    result = await call
+                else:
+                    task = asyncio.current_task()
+                    self._deadlines[task] = self._loop.time() + options.timeout_s  # type: ignore[index]
+                    if self._sweep_handle is None:
+                        self._sweep_handle = self._loop.call_later(_SWEEP_S, self._sweep)
+                    try:
+                        result = await call
+                    finally:
+                        del self._deadlines[task]  # type: ignore[arg-type]
+            else:
+                result = await invoke(
+                    options.handler,
+                    event,
+                    ctx,
+                    is_async=False,
+                    timeout_s=options.timeout_s,
+                    threads=self._threads,
+                )
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                exc = self._cancellation(exc)
+            ctx._finish()
+            self._release_lane(job)
+            hooks.run_failure(ctx, exc, time.perf_counter() - started)
+            self._failed(job, ctx, exc)
+            return
+        emits = ctx._finish()
+        if result is not None:
+            emits.extend(result if isinstance(result, list | tuple) else [result])
+        self._release_lane(job)
+        if hooks.after:
+            hooks.run_after(ctx, event, emits, time.perf_counter() - started)
+        self._send_outputs(job, ctx, emits)
+
+    def _decode(self, msg: Message) -> Event:
+        models = self.options.topology.sources[self._topology.source_of(msg.topic())[0]]
+        model = models[0]
+        if len(models) > 1:
+            wanted = Envelope.event_type_of(msg.headers())
+            model = next((m for m in models if m.event_type() == wanted), model)
+        return self._serde.decode(msg.value(), model)
+
+    def _cancellation(self, exc: asyncio.CancelledError) -> BaseException:
+        """What a handler's CancelledError means: a timeout (the sweep cancelled it), mesh
+        shutting down (raised again: the record is consumed again after the restart), or
+        the handler's own failure."""
+        task = asyncio.current_task()
+        assert task is not None
+        if task in self._expired:
+            self._expired.discard(task)
+            task.uncancel()
+            return TimeoutError(f"handler took over {self.options.timeout_s}s")
+        if _cancelled_by_mesh():
+            raise exc
+        return exc
+
+    def _sweep(self) -> None:
+        """Cancel the async handlers past their timeout; runs every ``_SWEEP_S`` while any
+        handler with a time limit runs."""
+        now = self._loop.time()
+        for task, deadline in self._deadlines.items():
+            if deadline <= now and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        self._sweep_handle = (
+            self._loop.call_later(_SWEEP_S, self._sweep) if self._deadlines else None
+        )
+
+    # -- batches ---------------------------------------------------------------------
+
+    def _launch_batch(self) -> None:
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        jobs, self._forming = self._forming, []
+        if jobs:
+            self._batches += 1
+            self._track(self._loop.create_task(self._handle_batch(jobs)))
+
+    async def _handle_batch(self, jobs: list[_Job]) -> None:
+        """Run a batch; if it fails, isolate the events that fail (see :meth:`_isolate`)."""
+        try:
+            items = []
+            for job in jobs:
+                event, ctx, undecodable = self._prepare(job)
+                if event is None:
+                    self._release_lane(job)
+                    self._undecodable(job, ctx, undecodable)  # type: ignore[arg-type]
+                else:
+                    items.append((job, event, ctx))
+            hooks = self._hooks
+            started = time.perf_counter()
+            for _job, event, ctx in items:
+                for hook in hooks.before:
+                    hook(ctx, event)
+            outcomes = await self._isolate([event for _, event, _ in items])
+            seconds = time.perf_counter() - started
+            for (job, event, ctx), (result, error) in zip(items, outcomes, strict=True):
+                emits = ctx._finish()
+                self._release_lane(job)
+                if error is not None:
+                    hooks.run_failure(ctx, error, seconds)
+                    self._failed(job, ctx, error)
+                    continue
+                if result is not None:
+                    emits.extend(result if isinstance(result, list | tuple) else [result])
+                hooks.run_after(ctx, event, emits, seconds)
+                self._send_outputs(job, ctx, emits)
+        finally:
+            self._batches -= 1
+            if self._forming and not self._batches:
+                self._launch_batch()
+
+    async def _isolate(self, events: list[Event]) -> list[_Outcome]:
+        """Call the batch handler with *events*; when it raises, call it again with each half,
+        down to single events, so only the events that fail are retried or dead-lettered.
+
+        An event of a failed batch may thus be handled more than once (at-least-once, as a
+        redelivery after a crash would).
+        """
+        try:
+            results = await self._call_batch(events)
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                exc = self._cancellation(exc)
+            if len(events) == 1:
+                return [(None, exc)]
+            half = len(events) // 2
+            return [*await self._isolate(events[:half]), *await self._isolate(events[half:])]
+        return [(result, None) for result in results]
+
+    async def _call_batch(self, events: list[Event]) -> Sequence[Any]:
+        options = self.options
+        if options.is_async:
+            call = options.handler(events)
+            if options.timeout_s is None:
+                results = await call
+            else:
+                task = asyncio.current_task()
+                self._deadlines[task] = self._loop.time() + options.timeout_s  # type: ignore[index]
+                if self._sweep_handle is None:
+                    self._sweep_handle = self._loop.call_later(_SWEEP_S, self._sweep)
+                try:
+                    results = await call
+                finally:
+                    del self._deadlines[task]  # type: ignore[arg-type]
+        else:
+            results = await self._threads.run(options.handler, events, timeout_s=options.timeout_s)
+        if not isinstance(results, list | tuple) or len(results) != len(events):
+            got = len(results) if isinstance(results, list | tuple) else type(results).__name__
+            raise TypeError(
+                f"batch handler of {options.agent!r} returned {got} results for "
+                f"{len(events)} events: return one result (an event, a list, or None) per event"
+            )
+        return results
+
+    # -- failures --------------------------------------------------------------------
+
+    def _undecodable(self, job: _Job, ctx: Context, exc: DeserializationError) -> None:
+        self._hooks.run_failure(ctx, exc, None)
+        if exc.reason == "unknown-schema":
+            # Written with a schema this registry replica has not read yet (several
+            # registries behind a load balancer): worth the retry policy's tries.
+            self._retry_or_dead_letter(job, ctx, ErrorKind.DESERIALIZATION, exc)
+        else:  # the same bytes fail the same way again
+            self._dead_letter(job, ErrorKind.DESERIALIZATION, exc)
+
+    def _failed(self, job: _Job, ctx: Context, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError):
+            self._retry_or_dead_letter(job, ctx, ErrorKind.TIMEOUT, exc)
+            return
+        log.warning("agent %s: attempt %d failed: %r", self.options.agent, job.attempt, exc)
+        self._retry_or_dead_letter(job, ctx, ErrorKind.TRANSIENT, exc)
+
+    def _retry_or_dead_letter(
+        self, job: _Job, ctx: Context, kind: ErrorKind, error: BaseException
+    ) -> None:
+        """Forward a failed record to the retry topic of its next delay, or dead-letter it:
+        as the middleware decides, else as the retry policy says."""
+        msg = job.msg
+        source, retried = self._topology.source_of(msg.topic())
+        now_ms = int(time.time() * 1000)
+        decision = self._hooks.decision(ctx, error, kind) or decide(
+            self.options.retry,
+            error,
+            kind,
+            job.attempt,
+            now_ms=now_ms,
+            first_failure_ms=(retried and first_failure_of(msg.headers())) or now_ms,
+        )
+        if isinstance(decision, DeadLetter):
+            self._dead_letter(job, decision.kind, error, reason=decision.reason)
+            return
+        group_id = self.options.group_id
+        headers = retry_headers(
+            msg,
+            retried=retried,
+            kind=kind,
+            error=error,
+            attempt=job.attempt,
+            group_id=group_id,
+            due_ms=decision.due_ms,
+        )
+        self._metrics.retried(source, kind)
+        topic = self._topology.retry_of(source, decision.delay_ms)
+        due_ms = decision.due_ms
+        log.info(
+            "agent %s: %s:%d@%d attempt %d of %d due at %s.%03dZ (in %.1f s) through %s",
+            self.options.agent,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            job.attempt + 1,
+            self.options.retry.attempts,
+            time.strftime("%H:%M:%S", time.gmtime(due_ms / 1000)),
+            due_ms % 1000,
+            (due_ms - now_ms) / 1000,
+            topic,
+        )
+        self._send(job, Record(topic, msg.value(), msg.key(), headers), "retry")
+
+    def _dead_letter(
+        self,
+        job: _Job,
+        kind: ErrorKind,
+        error: BaseException,
+        *,
+        reason: DeadLetterReason | None = None,
+    ) -> None:
+        msg = job.msg
+        options = self.options
+        source, retried = self._topology.source_of(msg.topic())
+        headers = dead_letter_headers(
+            msg,
+            retried=retried,
+            kind=kind,
+            error=error,
+            attempt=job.attempt,
+            group_id=options.group_id,
+            agent=options.agent,
+            reason=reason,
+        )
+        self._metrics.dead_lettered(source, kind)
+        job.dead = True
+        topic = self._topology.dead_letter_of(source)
+        log.error(  # the one line with the traceback: the attempts before logged none
+            "agent %s: %s:%d@%d dead-lettered to %s (reason %s, after %d attempt(s)): %r",
+            options.agent,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            topic,
+            (reason or DeadLetterReason.of(kind)).value,
+            job.attempt,
+            error,
+            exc_info=error,
+        )
+        self._send(job, Record(topic, msg.value(), msg.key(), headers), "dead letter")
+
+    # -- outputs and acknowledgements ------------------------------------------------
+
+    def _send_outputs(self, job: _Job, ctx: Context, emits: list[Any]) -> None:
+        """Send what a handler emitted; the input is finished once all of it is acknowledged."""
+        if not emits:
+            self._finish(job)
+            return
+        agent, envelope, span_id = self.options.agent, ctx.envelope, ctx._span_id
+        try:  # encode everything first: all of the outputs are sent, or none
+            records = [
+                self._publisher.encode(
+                    out, envelope.child(out.event_type(), agent, span_id=span_id)
+                )
+                for out in emits
+            ]
+        except SerializationError as exc:
+            self._dead_letter(job, ErrorKind.FATAL, exc)
+            return
+        emitted = self._metrics.emitted
+        job.pending += 1  # held while sending: an ack settled meanwhile must not finish it
+        for record, out in zip(records, emits, strict=True):
+            if not self._send(job, record, "output"):
+                break  # refused for good: the input is dead-lettered, the rest not sent
+            emitted(record.topic, out.event_type())
+        self._settle(job)
+
+    def _send(self, job: _Job, record: Record, what: _Write) -> bool:
+        """Queue *record*, written for *job*; the job finishes once all of them are acked.
+
+        Returns False when the record was refused for good before it was queued (too
+        large, invalid): then the job was dead-lettered instead (see :meth:`_refused`).
+        """
+        job.pending += 1
+        on_delivery = functools.partial(self.report, job, record, what)
+        try:
+            self._publisher.send_raw(*record, on_delivery=on_delivery)
+        except KafkaException as exc:  # librdkafka refused it before queuing
+            job.pending -= 1
+            self._refused(job, exc.args[0], record, what)
+            return False
+        return True
+
+    def report(
+        self, job: _Job, record: Record, what: _Write, err: KafkaError | None, _msg: Message
+    ) -> None:
+        """A delivery report (any thread: the producer's poll thread, mostly): queued and
+        settled on the loop, with the others that arrived meanwhile."""
+        self._reports.append((job, record, what, err))
+        if not self._settle_scheduled:
+            self._settle_scheduled = True
+            self._loop.call_soon_threadsafe(self._settle_reports)
+
+    def _settle_reports(self) -> None:
+        self._settle_scheduled = False  # first: a report queued from now on schedules again
+        reports = self._reports
+        while reports:
+            job, record, what, err = reports.popleft()
+            if err is not None:
+                self._refused(job, err, record, what)
+            self._settle(job)
+
+    def _settle(self, job: _Job) -> None:
+        """One record written for *job* is done with; the last one finishes the job."""
+        job.pending -= 1
+        if job.pending == 0 and self.fatal is None:
+            self._finish(job)
+
+    def _refused(self, job: _Job, err: KafkaError, record: Record, what: _Write) -> None:
+        """A record written for *job* was refused (librdkafka retried what could be).
+
+        A refusal for good of an output or a retry dead-letters the input (reason
+        ``refused``); a dead letter too large to write goes without its value. Anything
+        else (the broker away past ``message.timeout.ms``, a dead-letter topic refused)
+        stops the worker without committing the input: it is consumed again on restart.
+        """
+        agent, topic = self.options.agent, record.topic
+        if not is_permanent(err) or what == "dead letter without value":
+            self.fail(KafkaException(err))
+        elif what == "dead letter":
+            if not (is_too_large(err) and record.value is not None):
+                self.fail(KafkaException(err))
+                return
+            log.error("agent %s: dead letter too large for %s, kept without value", agent, topic)
+            size = (DLQ_VALUE_BYTES, str(len(record.value)).encode())
+            without = record._replace(value=None, headers=[*record.headers, size])
+            self._send(job, without, "dead letter without value")
+        elif not job.dead:
+            log.error("agent %s: %s refused by %s: %s", agent, what, topic, err.str())
+            error = PublishError(f"{what} to {topic} refused: {err.name()}: {err.str()}")
+            self._dead_letter(job, ErrorKind.FATAL, error, reason=DeadLetterReason.REFUSED)
+
+    # -- lanes and offsets -----------------------------------------------------------
+
+    def _drop_queued(self) -> None:
+        """Events of a closing partition that never started (queued behind their key, or
+        for a slot): drop them."""
+        for queue in (*self._lanes.values(), self._ready):
+            if any(job.part.closing for job in queue):
+                kept = [job for job in queue if not job.part.closing]
+                queue.clear()
+                queue.extend(kept)
+
+    def _release_lane(self, job: _Job) -> None:
+        """The handler of *job* returned: its slot goes to the next event of the same key,
+        if any, else to the event that waited longest for a slot."""
+        self._running -= 1
+        key = job.msg.key()
+        lane = None if key is None else self._lanes.get((job.msg.topic(), key))
+        if lane is not None:
+            while lane:
+                nxt = lane.popleft()
+                if not nxt.part.closing:
+                    self._unqueue(nxt)
+                    break
+            else:
+                del self._lanes[(job.msg.topic(), key)]
+        ready = self._ready
+        while ready and self._running < self.options.concurrency:
+            nxt = ready.popleft()
+            if not nxt.part.closing:
+                self._unqueue(nxt)
+
+    def _unqueue(self, job: _Job) -> None:
+        """Start *job*, which waited behind its key or for a slot."""
+        job.part.waiting -= 1
+        self._start(job)
+        self._check_relaxed(job.part, job.msg)
+
+    def _finish(self, job: _Job) -> None:
+        part = job.part
+        if part.revoked:
+            return  # finished after its partition was released; accounted for then
+        part.unacked -= 1
+        self._port.release(1)
+        if part.offsets.complete(job.msg.offset()):
+            tp = (job.msg.topic(), job.msg.partition())
+            self._dirty.add(tp)
+            self._check_relaxed(part, job.msg)
+            if not self._store_scheduled:
+                self._store_scheduled = True
+                self._loop.call_soon(self._store)
+
+    def _store(self) -> None:
+        """Hand the committable offsets that moved to the consumer."""
+        self._store_scheduled = False
+        if not self._dirty:
+            return
+        stored = []
+        for tp in self._dirty:
+            part = self._parts.get(tp)
+            if part is not None and part.offsets.committable is not None:
+                stored.append(TopicPartition(tp[0], tp[1], part.offsets.committable))
+        self._dirty.clear()
+        if stored:
+            self._port.store(stored)
+        self._metrics.in_flight(self._port.in_flight)
+
+
+def _cancelled_by_mesh() -> bool:
+    """Whether the running task was cancelled from outside (mesh shutting down).
+
+    A handler may raise ``CancelledError`` on its own (an HTTP client's cancelled call,
+    an inner task given up on): that is a failure of the handler, retried and then
+    dead-lettered like any other. Ignoring it stalled the partition's commits and its
+    key's lane for good.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
