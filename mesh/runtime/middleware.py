@@ -116,7 +116,7 @@ class LogBinding(Middleware):
 
 
 class Measure(Middleware):
-    """The handler's figures in Prometheus (``mesh_handled_total``, durations, lateness)."""
+    """The handler's figures in Prometheus (``mesh_events_handled_total``, durations, lateness)."""
 
     def __init__(self, metrics: AgentMetrics, topology: Topology) -> None:
         self._metrics = metrics
