@@ -327,7 +327,7 @@ class Mesh:
                 )
             )
         forwarder = DelayForwarder(self.settings, consumer_config=consumer_config)
-        publisher.start_reports()
+        publisher.pump_acks(loop)
         for worker in workers:
             worker.start()
         forwarder.start()
@@ -346,8 +346,8 @@ class Mesh:
             await asyncio.gather(
                 *(worker.stop() for worker in workers), loop.run_in_executor(None, forwarder.stop)
             )
+            publisher.pump_acks(None)
             publisher.flush()
-            publisher.stop_reports()
             threads.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):

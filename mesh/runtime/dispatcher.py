@@ -17,9 +17,10 @@ Guarantees:
 * on revoke and on shutdown, new events stop, in-flight ones get ``drain_timeout_s``
   to finish, the finished prefix is stored, then the partitions are released.
 
-Acknowledgements drive progress: delivery reports arrive from the producer's poll thread
-(:meth:`Dispatcher.report`) and are settled on the loop in batches; a finished event
-schedules one store of the offsets that moved.
+Acknowledgements drive progress: delivery reports are served on the loop while records
+are awaiting them (:meth:`~mesh.runtime.publisher.Publisher.pump_acks`) and settled in
+batches (:meth:`Dispatcher.report`); a finished event schedules one store of the offsets
+that moved.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -163,6 +165,7 @@ class Dispatcher:
         self._hooks = options.hooks
         self._on_fatal = on_fatal
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._topology = options.topology
         self._parts: dict[TP, _Partition] = {}
         self._lanes: dict[tuple[str, bytes], deque[_Job]] = {}
@@ -683,12 +686,17 @@ class Dispatcher:
     def report(
         self, job: _Job, record: Record, what: _Write, err: KafkaError | None, _msg: Message
     ) -> None:
-        """A delivery report (any thread: the producer's poll thread, mostly): queued and
-        settled on the loop, with the others that arrived meanwhile."""
+        """A delivery report: queued and settled on the loop with the others served by the
+        same poll. Mostly served on the loop (the publisher's acknowledgement pump), but
+        any thread that polls the shared producer (``Mesh.publish`` flushing it from a
+        sync handler's thread) may serve it."""
         self._reports.append((job, record, what, err))
         if not self._settle_scheduled:
             self._settle_scheduled = True
-            self._loop.call_soon_threadsafe(self._settle_reports)
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_soon(self._settle_reports)
+            else:
+                self._loop.call_soon_threadsafe(self._settle_reports)
 
     def _settle_reports(self) -> None:
         self._settle_scheduled = False  # first: a report queued from now on schedules again
