@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -51,7 +51,7 @@ from mesh.runtime.metrics import AgentMetrics
 from mesh.runtime.middleware import Hooks
 from mesh.runtime.offsets import PartitionOffsets
 from mesh.runtime.publisher import Publisher, Record
-from mesh.runtime.retry import DeadLetter, decide, retry_headers
+from mesh.runtime.retry import DeadLetter, Retry, decide, retry_headers
 from mesh.runtime.threads import HandlerThreads
 from mesh.runtime.topology import Topology
 
@@ -380,17 +380,7 @@ class Dispatcher:
                 hook(ctx, event)
             if options.is_async:  # the common case, inlined
                 call = options.handler(event, ctx)
-                if options.timeout_s is None:
-                    result = await call
-                else:
-                    task = asyncio.current_task()
-                    self._deadlines[task] = self._loop.time() + options.timeout_s  # type: ignore[index]
-                    if self._sweep_handle is None:
-                        self._sweep_handle = self._loop.call_later(_SWEEP_S, self._sweep)
-                    try:
-                        result = await call
-                    finally:
-                        del self._deadlines[task]  # type: ignore[arg-type]
+                result = await (call if options.timeout_s is None else self._limited(call))
             else:
                 result = await invoke(
                     options.handler,
@@ -423,6 +413,20 @@ class Dispatcher:
             wanted = Envelope.event_type_of(msg.headers())
             model = next((m for m in models if m.event_type() == wanted), model)
         return self._serde.decode(msg.value(), model)
+
+    async def _limited(self, call: Coroutine[Any, Any, Any]) -> Any:
+        """Await an async handler's *call* under the agent's timeout (see :meth:`_sweep`)."""
+        task = asyncio.current_task()
+        timeout_s = self.options.timeout_s
+        assert task is not None
+        assert timeout_s is not None
+        self._deadlines[task] = self._loop.time() + timeout_s
+        if self._sweep_handle is None:
+            self._sweep_handle = self._loop.call_later(_SWEEP_S, self._sweep)
+        try:
+            return await call
+        finally:
+            del self._deadlines[task]
 
     def _cancellation(self, exc: asyncio.CancelledError) -> BaseException:
         """What a handler's CancelledError means: a timeout (the sweep cancelled it), mesh
@@ -517,17 +521,7 @@ class Dispatcher:
         options = self.options
         if options.is_async:
             call = options.handler(events)
-            if options.timeout_s is None:
-                results = await call
-            else:
-                task = asyncio.current_task()
-                self._deadlines[task] = self._loop.time() + options.timeout_s  # type: ignore[index]
-                if self._sweep_handle is None:
-                    self._sweep_handle = self._loop.call_later(_SWEEP_S, self._sweep)
-                try:
-                    results = await call
-                finally:
-                    del self._deadlines[task]  # type: ignore[arg-type]
+            results = await (call if options.timeout_s is None else self._limited(call))
         else:
             results = await self._threads.run(options.handler, events, timeout_s=options.timeout_s)
         if not isinstance(results, list | tuple) or len(results) != len(events):
@@ -564,7 +558,20 @@ class Dispatcher:
         msg = job.msg
         source, retried = self._topology.source_of(msg.topic())
         now_ms = int(time.time() * 1000)
-        decision = self._hooks.decision(ctx, error, kind) or decide(
+        decision = self._hooks.decision(ctx, error, kind)
+        if (
+            isinstance(decision, Retry)
+            and self._topology.retry_of(source, decision.delay_ms) not in self._topology.retries
+        ):
+            log.error(
+                "agent %s: middleware asked for a retry in %d ms, which the retry policy has "
+                "no topic for (%s); the policy decides instead",
+                self.options.agent,
+                decision.delay_ms,
+                ", ".join(f"{d} ms" for d in self.options.retry.delays_ms()) or "no retries",
+            )
+            decision = None
+        decision = decision or decide(
             self.options.retry,
             error,
             kind,

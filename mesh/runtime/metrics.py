@@ -2,7 +2,7 @@
 
 Names follow Prometheus conventions (``mesh_`` prefix, seconds, ``_total`` counters) and
 labels stay bounded: agent, topic, event type, outcome, error kind, partition; never an
-event or correlation id. README.md ("Metrics, health and logs") documents every metric.
+event or correlation id. docs/operations.md documents every metric.
 
 The worker calls an :class:`AgentMetrics` for each event, tens of thousands of times a
 second, so its methods only add to plain numbers (0.1-0.5 us a call); :class:`Metrics`

@@ -34,7 +34,8 @@ __all__ = ["PollCallbacks", "Poller"]
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
-_POLL_S = 0.05  # longest poll; bounds how late the outbox and retry timers are served
+_POLL_S = 0.05  # longest poll with work in flight: bounds how late the outbox is served
+_IDLE_POLL_S = 0.5  # longest poll of an idle agent (retry timers still bound it)
 #: How long the poll thread waits for room before pausing its partitions. Pausing makes
 #: librdkafka drop what it prefetched, so short waits (fast handlers) must not pause;
 #: long ones (slow handlers) must, so polling can go on serving rebalances.
@@ -102,6 +103,7 @@ class Poller:
         self._full: set[TP] = set()
         self._polled: list[Message] = []
         self._stored = False  # offsets stored since the last commit
+        self._seen = 0  # records released as of the last turn of the poll loop
         self._commit_due = 0.0
 
     # -- from the worker (any thread) ------------------------------------------------
@@ -173,9 +175,14 @@ class Poller:
             elif self.in_flight >= limit:
                 self._wait_for_room()
             room = min(self._batch_size, limit - self.in_flight)
-            timeout_s = _POLL_S
+            # Idle (nothing in flight or just released, nothing to store or commit): poll
+            # long; the loop asks for nothing more, and rebalances are served inside poll.
+            released = self._released
+            busy = self.in_flight or self._outbox or self._stored or released != self._seen
+            self._seen = released
+            timeout_s = _POLL_S if busy else _IDLE_POLL_S
             if self._parked:
-                timeout_s = self._parked.release_due(_POLL_S, resume=not self._held)
+                timeout_s = self._parked.release_due(timeout_s, resume=not self._held)
             try:
                 # While held, every partition is paused: polling serves callbacks only
                 # (and hands on what librdkafka had queued before the pause).

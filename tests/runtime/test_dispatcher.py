@@ -24,7 +24,7 @@ from mesh.runtime.failure import DeadLetterReason, ErrorKind
 from mesh.runtime.metrics import Metrics
 from mesh.runtime.middleware import Hooks
 from mesh.runtime.publisher import Record
-from mesh.runtime.retry import DeadLetter
+from mesh.runtime.retry import DeadLetter, Retry
 from mesh.runtime.threads import HandlerThreads
 from mesh.runtime.topology import Topology
 
@@ -266,3 +266,20 @@ def test_middleware_sees_every_event_and_may_decide_where_a_failure_goes() -> No
 
     asyncio.run(main())
     assert seen == ["before 0", "after 0 1", "before 1", "failed 1 KeyError"]
+
+
+def test_a_middleware_retry_without_a_retry_topic_is_left_to_the_policy() -> None:
+    class Soon(Middleware):
+        def decide(self, ctx, error, kind) -> Retry:
+            return Retry(delay_ms=123, due_ms=0)  # the policy has no 123 ms retry topic
+
+    async def main() -> None:
+        async def handler(event: Ask, ctx: Context) -> None:
+            raise ValueError("again")
+
+        d, _, publisher = dispatcher(handler, middleware=(Soon(),))
+        d.accept([record(0, "a")])
+        await settle()
+        assert [r.topic for r in publisher.ack_all()] == ["unit.asks.g.retry.1s"]
+
+    asyncio.run(main())
