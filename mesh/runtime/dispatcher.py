@@ -19,39 +19,35 @@ Guarantees:
 
 Acknowledgements drive progress: delivery reports are served on the loop while records
 are awaiting them (:meth:`~mesh.runtime.publisher.Publisher.pump_acks`) and settled in
-batches (:meth:`Dispatcher.report`); a finished event schedules one store of the offsets
-that moved.
+batches (:meth:`~mesh.runtime.outcomes.Outcomes.report`); a finished event schedules one
+store of the offsets that moved. What becomes of a handled event (its outputs, its retry
+or dead letter) is :mod:`mesh.runtime.outcomes`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from mesh.config import RetryPolicy
 from mesh.envelope import Envelope, record_event_id
-from mesh.errors import DeserializationError, PublishError, SerializationError
+from mesh.errors import DeserializationError
 from mesh.event import Event
-from mesh.headers import DLQ_VALUE_BYTES
-from mesh.kafka.errors import is_permanent, is_too_large
 from mesh.runtime.context import Context
-from mesh.runtime.dead_letter import dead_letter_headers
-from mesh.runtime.failure import DeadLetterReason, ErrorKind, attempt_of, first_failure_of
+from mesh.runtime.failure import attempt_of
 from mesh.runtime.invoke import invoke
 from mesh.runtime.metrics import AgentMetrics
 from mesh.runtime.middleware import Hooks
 from mesh.runtime.offsets import PartitionOffsets
-from mesh.runtime.publisher import Publisher, Record
-from mesh.runtime.retry import DeadLetter, Retry, decide, retry_headers
+from mesh.runtime.outcomes import Job, Outcomes
+from mesh.runtime.publisher import Publisher
 from mesh.runtime.threads import HandlerThreads
 from mesh.runtime.topology import Topology
 
@@ -123,21 +119,6 @@ class _Partition:
         self.full = False  # paused: see Dispatcher._crowded
 
 
-class _Job:
-    """One input record on its way through the handler and the producer."""
-
-    __slots__ = ("attempt", "dead", "msg", "part", "pending")
-
-    def __init__(self, msg: Message, part: _Partition) -> None:
-        self.msg = msg
-        self.part = part
-        self.pending = 0  # deliveries still awaited
-        self.attempt = 1  # of the handler, once it ran
-        self.dead = False  # a dead letter of it is written or on its way
-
-
-#: What a record written for a job is; decides what a permanent refusal of it leads to.
-_Write = Literal["output", "retry", "dead letter", "dead letter without value"]
 #: A batch item's outcome: what its handler returned for it, or how it failed.
 _Outcome = tuple[Any, BaseException | None]
 
@@ -165,28 +146,32 @@ class Dispatcher:
         self._hooks = options.hooks
         self._on_fatal = on_fatal
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         self._topology = options.topology
         self._parts: dict[TP, _Partition] = {}
-        self._lanes: dict[tuple[str, bytes], deque[_Job]] = {}
+        self._lanes: dict[tuple[str, bytes], deque[Job]] = {}
         self._running = 0  # handlers (events) started and not returned
-        self._ready: deque[_Job] = deque()  # free to start (their key is idle), no slot yet
+        self._ready: deque[Job] = deque()  # free to start (their key is idle), no slot yet
         self._dirty: set[TP] = set()
         self._store_scheduled = False
         self._tasks: set[asyncio.Future[None]] = set()
-        # Delivery reports from the producer's poll thread, settled on the loop.
-        self._reports: deque[tuple[_Job, Record, _Write, KafkaError | None]] = deque()
-        self._settle_scheduled = False
         # Async handlers with a time limit: task -> loop time it expires; the expired ones
         # cancelled by the sweep (their CancelledError is a timeout, not a shutdown).
         self._deadlines: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweep_handle: asyncio.TimerHandle | None = None
         # Batch agents: the batch being gathered, its timer, and batches running.
-        self._forming: list[_Job] = []
+        self._forming: list[Job] = []
         self._batch_timer: asyncio.TimerHandle | None = None
         self._batches = 0
         self.fatal: BaseException | None = None
+        self._outcomes = Outcomes(
+            options,
+            publisher=publisher,
+            metrics=metrics,
+            finished=self._finish,
+            fail=self.fail,
+            alive=lambda: self.fatal is None,
+        )
 
     # -- partitions ------------------------------------------------------------------
 
@@ -253,7 +238,7 @@ class Dispatcher:
                 continue
             part.offsets.add(msg.offset())
             consumed(msg.topic())
-            job = _Job(msg, part)
+            job = Job(msg, part)
             key = msg.key()
             if key is not None:
                 lane_key = (msg.topic(), key)
@@ -302,7 +287,7 @@ class Dispatcher:
             part.full = False
             self._port.resume((msg.topic(), msg.partition()))
 
-    def _start(self, job: _Job) -> None:
+    def _start(self, job: Job) -> None:
         """Run *job*'s handler, or queue it until one of the ``concurrency`` slots frees."""
         if self._running >= self.options.concurrency:
             job.part.waiting += 1
@@ -341,7 +326,7 @@ class Dispatcher:
 
     # -- one event -------------------------------------------------------------------
 
-    def _prepare(self, job: _Job) -> tuple[Event | None, Context, DeserializationError | None]:
+    def _prepare(self, job: Job) -> tuple[Event | None, Context, DeserializationError | None]:
         """The decoded event of *job* (None if it cannot be decoded) and its context."""
         msg = job.msg
         headers = msg.headers()
@@ -366,11 +351,11 @@ class Dispatcher:
         except DeserializationError as exc:
             return None, ctx, exc
 
-    async def _handle(self, job: _Job) -> None:
+    async def _handle(self, job: Job) -> None:
         event, ctx, undecodable = self._prepare(job)
         if event is None:
             self._release_lane(job)
-            self._undecodable(job, ctx, undecodable)  # type: ignore[arg-type]
+            self._outcomes.undecodable(job, ctx, undecodable)  # type: ignore[arg-type]
             return
         options = self.options
         hooks = self._hooks
@@ -396,7 +381,7 @@ class Dispatcher:
             ctx._finish()
             self._release_lane(job)
             hooks.run_failure(ctx, exc, time.perf_counter() - started)
-            self._failed(job, ctx, exc)
+            self._outcomes.failed(job, ctx, exc)
             return
         emits = ctx._finish()
         if result is not None:
@@ -404,7 +389,7 @@ class Dispatcher:
         self._release_lane(job)
         if hooks.after:
             hooks.run_after(ctx, event, emits, time.perf_counter() - started)
-        self._send_outputs(job, ctx, emits)
+        self._outcomes.emit(job, ctx, emits)
 
     def _decode(self, msg: Message) -> Event:
         models = self.options.topology.sources[self._topology.source_of(msg.topic())[0]]
@@ -465,7 +450,7 @@ class Dispatcher:
             self._batches += 1
             self._track(self._loop.create_task(self._handle_batch(jobs)))
 
-    async def _handle_batch(self, jobs: list[_Job]) -> None:
+    async def _handle_batch(self, jobs: list[Job]) -> None:
         """Run a batch; if it fails, isolate the events that fail (see :meth:`_isolate`)."""
         try:
             items = []
@@ -473,7 +458,7 @@ class Dispatcher:
                 event, ctx, undecodable = self._prepare(job)
                 if event is None:
                     self._release_lane(job)
-                    self._undecodable(job, ctx, undecodable)  # type: ignore[arg-type]
+                    self._outcomes.undecodable(job, ctx, undecodable)  # type: ignore[arg-type]
                 else:
                     items.append((job, event, ctx))
             hooks = self._hooks
@@ -488,12 +473,12 @@ class Dispatcher:
                 self._release_lane(job)
                 if error is not None:
                     hooks.run_failure(ctx, error, seconds)
-                    self._failed(job, ctx, error)
+                    self._outcomes.failed(job, ctx, error)
                     continue
                 if result is not None:
                     emits.extend(result if isinstance(result, list | tuple) else [result])
                 hooks.run_after(ctx, event, emits, seconds)
-                self._send_outputs(job, ctx, emits)
+                self._outcomes.emit(job, ctx, emits)
         finally:
             self._batches -= 1
             if self._forming and not self._batches:
@@ -532,218 +517,6 @@ class Dispatcher:
             )
         return results
 
-    # -- failures --------------------------------------------------------------------
-
-    def _undecodable(self, job: _Job, ctx: Context, exc: DeserializationError) -> None:
-        self._hooks.run_failure(ctx, exc, None)
-        if exc.reason == "unknown-schema":
-            # Written with a schema this registry replica has not read yet (several
-            # registries behind a load balancer): worth the retry policy's tries.
-            self._retry_or_dead_letter(job, ctx, ErrorKind.DESERIALIZATION, exc)
-        else:  # the same bytes fail the same way again
-            self._dead_letter(job, ErrorKind.DESERIALIZATION, exc)
-
-    def _failed(self, job: _Job, ctx: Context, exc: BaseException) -> None:
-        if isinstance(exc, TimeoutError):
-            self._retry_or_dead_letter(job, ctx, ErrorKind.TIMEOUT, exc)
-            return
-        log.warning("agent %s: attempt %d failed: %r", self.options.agent, job.attempt, exc)
-        self._retry_or_dead_letter(job, ctx, ErrorKind.TRANSIENT, exc)
-
-    def _retry_or_dead_letter(
-        self, job: _Job, ctx: Context, kind: ErrorKind, error: BaseException
-    ) -> None:
-        """Forward a failed record to the retry topic of its next delay, or dead-letter it:
-        as the middleware decides, else as the retry policy says."""
-        msg = job.msg
-        source, retried = self._topology.source_of(msg.topic())
-        now_ms = int(time.time() * 1000)
-        decision = self._hooks.decision(ctx, error, kind)
-        if (
-            isinstance(decision, Retry)
-            and self._topology.retry_of(source, decision.delay_ms) not in self._topology.retries
-        ):
-            log.error(
-                "agent %s: middleware asked for a retry in %d ms, which the retry policy has "
-                "no topic for (%s); the policy decides instead",
-                self.options.agent,
-                decision.delay_ms,
-                ", ".join(f"{d} ms" for d in self.options.retry.delays_ms()) or "no retries",
-            )
-            decision = None
-        decision = decision or decide(
-            self.options.retry,
-            error,
-            kind,
-            job.attempt,
-            now_ms=now_ms,
-            first_failure_ms=(retried and first_failure_of(msg.headers())) or now_ms,
-        )
-        if isinstance(decision, DeadLetter):
-            self._dead_letter(job, decision.kind, error, reason=decision.reason)
-            return
-        group_id = self.options.group_id
-        headers = retry_headers(
-            msg,
-            retried=retried,
-            kind=kind,
-            error=error,
-            attempt=job.attempt,
-            group_id=group_id,
-            due_ms=decision.due_ms,
-        )
-        self._metrics.retried(source, kind)
-        topic = self._topology.retry_of(source, decision.delay_ms)
-        due_ms = decision.due_ms
-        log.info(
-            "agent %s: %s:%d@%d attempt %d of %d due at %s.%03dZ (in %.1f s) through %s",
-            self.options.agent,
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            job.attempt + 1,
-            self.options.retry.attempts,
-            time.strftime("%H:%M:%S", time.gmtime(due_ms / 1000)),
-            due_ms % 1000,
-            (due_ms - now_ms) / 1000,
-            topic,
-        )
-        self._send(job, Record(topic, msg.value(), msg.key(), headers), "retry")
-
-    def _dead_letter(
-        self,
-        job: _Job,
-        kind: ErrorKind,
-        error: BaseException,
-        *,
-        reason: DeadLetterReason | None = None,
-    ) -> None:
-        msg = job.msg
-        options = self.options
-        source, retried = self._topology.source_of(msg.topic())
-        headers = dead_letter_headers(
-            msg,
-            retried=retried,
-            kind=kind,
-            error=error,
-            attempt=job.attempt,
-            group_id=options.group_id,
-            agent=options.agent,
-            reason=reason,
-        )
-        self._metrics.dead_lettered(source, kind)
-        job.dead = True
-        topic = self._topology.dead_letter_of(source)
-        log.error(  # the one line with the traceback: the attempts before logged none
-            "agent %s: %s:%d@%d dead-lettered to %s (reason %s, after %d attempt(s)): %r",
-            options.agent,
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            topic,
-            (reason or DeadLetterReason.of(kind)).value,
-            job.attempt,
-            error,
-            exc_info=error,
-        )
-        self._send(job, Record(topic, msg.value(), msg.key(), headers), "dead letter")
-
-    # -- outputs and acknowledgements ------------------------------------------------
-
-    def _send_outputs(self, job: _Job, ctx: Context, emits: list[Any]) -> None:
-        """Send what a handler emitted; the input is finished once all of it is acknowledged."""
-        if not emits:
-            self._finish(job)
-            return
-        agent, envelope, span_id = self.options.agent, ctx.envelope, ctx._span_id
-        try:  # encode everything first: all of the outputs are sent, or none
-            records = [
-                self._publisher.encode(
-                    out, envelope.child(out.event_type(), agent, span_id=span_id)
-                )
-                for out in emits
-            ]
-        except SerializationError as exc:
-            self._dead_letter(job, ErrorKind.FATAL, exc)
-            return
-        emitted = self._metrics.emitted
-        job.pending += 1  # held while sending: an ack settled meanwhile must not finish it
-        for record, out in zip(records, emits, strict=True):
-            if not self._send(job, record, "output"):
-                break  # refused for good: the input is dead-lettered, the rest not sent
-            emitted(record.topic, out.event_type())
-        self._settle(job)
-
-    def _send(self, job: _Job, record: Record, what: _Write) -> bool:
-        """Queue *record*, written for *job*; the job finishes once all of them are acked.
-
-        Returns False when the record was refused for good before it was queued (too
-        large, invalid): then the job was dead-lettered instead (see :meth:`_refused`).
-        """
-        job.pending += 1
-        on_delivery = functools.partial(self.report, job, record, what)
-        try:
-            self._publisher.send_raw(*record, on_delivery=on_delivery)
-        except KafkaException as exc:  # librdkafka refused it before queuing
-            job.pending -= 1
-            self._refused(job, exc.args[0], record, what)
-            return False
-        return True
-
-    def report(
-        self, job: _Job, record: Record, what: _Write, err: KafkaError | None, _msg: Message
-    ) -> None:
-        """A delivery report: queued and settled on the loop with the others served by the
-        same poll. Mostly served on the loop (the publisher's acknowledgement pump), but
-        any thread that polls the shared producer (``Mesh.publish`` flushing it from a
-        sync handler's thread) may serve it."""
-        self._reports.append((job, record, what, err))
-        if not self._settle_scheduled:
-            self._settle_scheduled = True
-            if threading.get_ident() == self._loop_thread:
-                self._loop.call_soon(self._settle_reports)
-            else:
-                self._loop.call_soon_threadsafe(self._settle_reports)
-
-    def _settle_reports(self) -> None:
-        self._settle_scheduled = False  # first: a report queued from now on schedules again
-        reports = self._reports
-        while reports:
-            job, record, what, err = reports.popleft()
-            if err is not None:
-                self._refused(job, err, record, what)
-            self._settle(job)
-
-    def _settle(self, job: _Job) -> None:
-        """One record written for *job* is done with; the last one finishes the job."""
-        job.pending -= 1
-        if job.pending == 0 and self.fatal is None:
-            self._finish(job)
-
-    def _refused(self, job: _Job, err: KafkaError, record: Record, what: _Write) -> None:
-        """A record written for *job* was refused (librdkafka retried what could be).
-
-        A refusal for good of an output or a retry dead-letters the input (reason
-        ``refused``); a dead letter too large to write goes without its value. Anything
-        else (the broker away past ``message.timeout.ms``, a dead-letter topic refused)
-        stops the worker without committing the input: it is consumed again on restart.
-        """
-        agent, topic = self.options.agent, record.topic
-        if not is_permanent(err) or what == "dead letter without value":
-            self.fail(KafkaException(err))
-        elif what == "dead letter":
-            if not (is_too_large(err) and record.value is not None):
-                self.fail(KafkaException(err))
-                return
-            log.error("agent %s: dead letter too large for %s, kept without value", agent, topic)
-            size = (DLQ_VALUE_BYTES, str(len(record.value)).encode())
-            without = record._replace(value=None, headers=[*record.headers, size])
-            self._send(job, without, "dead letter without value")
-        elif not job.dead:
-            log.error("agent %s: %s refused by %s: %s", agent, what, topic, err.str())
-            error = PublishError(f"{what} to {topic} refused: {err.name()}: {err.str()}")
-            self._dead_letter(job, ErrorKind.FATAL, error, reason=DeadLetterReason.REFUSED)
-
     # -- lanes and offsets -----------------------------------------------------------
 
     def _drop_queued(self) -> None:
@@ -755,7 +528,7 @@ class Dispatcher:
                 queue.clear()
                 queue.extend(kept)
 
-    def _release_lane(self, job: _Job) -> None:
+    def _release_lane(self, job: Job) -> None:
         """The handler of *job* returned: its slot goes to the next event of the same key,
         if any, else to the event that waited longest for a slot."""
         self._running -= 1
@@ -775,13 +548,13 @@ class Dispatcher:
             if not nxt.part.closing:
                 self._unqueue(nxt)
 
-    def _unqueue(self, job: _Job) -> None:
+    def _unqueue(self, job: Job) -> None:
         """Start *job*, which waited behind its key or for a slot."""
         job.part.waiting -= 1
         self._start(job)
         self._check_relaxed(job.part, job.msg)
 
-    def _finish(self, job: _Job) -> None:
+    def _finish(self, job: Job) -> None:
         part = job.part
         if part.revoked:
             return  # finished after its partition was released; accounted for then
