@@ -92,7 +92,7 @@ def list_(
 ) -> None:
     """List dead letters (oldest first per topic): why each failed, and whether it was
     redriven (when, and to which topic)."""
-    settings, topics, where = _selection(
+    _, topics, letters = _selected(
         bootstrap_servers=bootstrap_servers,
         registry_url=registry_url,
         app_spec=app_spec,
@@ -101,9 +101,9 @@ def list_(
         since=since,
         error_class=error_class,
         reason=reason,
+        limit=limit,
         config_file=config_file,
     )
-    letters = _read(settings, topics, where, limit)
     if as_json:
         for letter in letters:
             print(json.dumps(letter.summary()))
@@ -224,7 +224,7 @@ def redrive_(
         )
         letters = read_by_id(settings, letter_ids)
     else:
-        settings, topics, where = _selection(
+        settings, _, letters = _selected(
             bootstrap_servers=bootstrap_servers,
             registry_url=registry_url,
             app_spec=app_spec,
@@ -233,9 +233,9 @@ def redrive_(
             since=since,
             error_class=error_class,
             reason=reason,
+            limit=limit,
             config_file=config_file,
         )
-        letters = _read(settings, topics, where, limit)
     report = redrive(
         settings,
         letters,
@@ -277,14 +277,7 @@ def redrive_(
         raise typer.Exit(1)
 
 
-def _read(
-    settings: Settings, topics: list[str], where: DeadLetterFilter, limit: int | None
-) -> list[DeadLetter]:
-    with _progress() as on_read:
-        return list(read_dead_letters(settings, topics, where=where, limit=limit, on_read=on_read))
-
-
-def _selection(
+def _selected(
     *,
     bootstrap_servers: str | None,
     registry_url: str | None,
@@ -294,9 +287,11 @@ def _selection(
     since: str | None,
     error_class: str | None,
     reason: str | None,
+    limit: int | None,
     config_file: Path | None,
-) -> tuple[Settings, list[str], DeadLetterFilter]:
-    """Settings, dead-letter topics and filter from the common options; bad input raises."""
+) -> tuple[Settings, list[str], list[DeadLetter]]:
+    """Settings, dead-letter topics, and the letters the common options select there; bad
+    input raises."""
     since_ms = None
     if since is not None:
         try:
@@ -317,7 +312,9 @@ def _selection(
         agent=agent if mesh_app is None else None,
         reason=None if reason is None else DeadLetterReason(reason),
     )
-    return settings, topics, where
+    with _progress() as on_read:
+        letters = read_dead_letters(settings, topics, where=where, limit=limit, on_read=on_read)
+        return settings, topics, list(letters)
 
 
 @contextmanager
