@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -16,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 from mesh.testing import FAST_GROUP_CONFIG, unique_name
 from mesh.testing import run_app as running
 
-__all__ = ["committed_offsets", "header", "read_topic", "running"]
+__all__ = ["committed_offsets", "header", "mesh_cli", "mesh_env", "read_topic", "running"]
 
 
 def read_topic(
@@ -49,3 +53,23 @@ def committed_offsets(admin: AdminClient, group: str, topic: str) -> dict[int, i
     """The offsets *group* committed on *topic*, by partition (negative: none)."""
     (future,) = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
     return {tp.partition: tp.offset for tp in future.result().topic_partitions if tp.topic == topic}
+
+
+def mesh_env(**env: str) -> dict[str, str]:
+    """This process's environment without its ``MESH_*`` settings, plus *env*: a command
+    under test then reads only the configuration the test gives it."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    return {**kept, **env}
+
+
+def mesh_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``mesh ARGS`` in a subprocess, in *cwd*, with :func:`mesh_env` (*env* added)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args],
+        cwd=cwd,
+        env=mesh_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

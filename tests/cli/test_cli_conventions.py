@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import mesh
 import mesh.cli
 from mesh.dev.stack import free_port
+from tests.support import mesh_cli, mesh_env
 
 ROOT = typer.main.get_command(mesh.cli.app)
 
@@ -82,19 +83,6 @@ def _options(path: str) -> dict[str, Any]:
     return {opt: p for p in _command(path).params for opt in p.opts}
 
 
-def _mesh(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "mesh", *args],
-        cwd=cwd,
-        env={**environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_mesh_version_prints_the_version() -> None:
     result = CliRunner().invoke(mesh.cli.app, ["--version"])
     assert (result.exit_code, result.output) == (0, f"mesh {mesh.__version__}\n")
@@ -148,7 +136,7 @@ def test_limits_and_look_backs_have_one_name_everywhere() -> None:
 
 
 def test_run_without_an_app_is_a_usage_error(tmp_path: Path) -> None:
-    result = _mesh("run", cwd=tmp_path)
+    result = mesh_cli("run", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: name the app: mesh run MODULE:APP (or set MESH_APP)"
 
@@ -191,7 +179,7 @@ def test_an_unreachable_broker_is_one_line_naming_the_address_and_what_to_do(
     project: Path, args: list[str]
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    result = _mesh(*args, "-b", dead, cwd=project)
+    result = mesh_cli(*args, "-b", dead, cwd=project)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: cannot reach the Kafka broker at {dead} (connection refused): start the dev "
@@ -204,7 +192,7 @@ def test_an_unreachable_registry_is_one_line_naming_the_url(
     project: Path, mesh_bootstrap_servers: str
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    result = _mesh(
+    result = mesh_cli(
         "publish", "conv_events:Pinged", "-d", '{"n": 1}',
         "-b", mesh_bootstrap_servers, "--registry-url", dead, cwd=project,
     )  # fmt: skip
@@ -224,7 +212,7 @@ def test_a_schema_command_names_the_registry_it_could_not_reach(
     project: Path, args: list[str]
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    result = _mesh(*args, "--registry-url", dead, cwd=project, MESH_APP="conv_events:app")
+    result = mesh_cli(*args, "--registry-url", dead, cwd=project, MESH_APP="conv_events:app")
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot reach the schema registry at {dead} ("), line
@@ -239,11 +227,10 @@ def test_a_silent_broker_is_given_up_within_5_s_with_a_spinner_on_a_terminal(
         silent.listen()
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         leader, follower = os.openpty()
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
         proc = subprocess.Popen(
             [sys.executable, "-m", "mesh", "topics", "-b", address],
             cwd=project,
-            env={**environ, "TERM": "xterm", "COLUMNS": "200"},
+            env=mesh_env(TERM="xterm", COLUMNS="200"),
             stdin=follower,
             stdout=follower,
             stderr=follower,

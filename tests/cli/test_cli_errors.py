@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from mesh.testing import unique_name
+from tests.support import mesh_cli
 
 
 @pytest.fixture
@@ -32,22 +30,9 @@ def project(tmp_path: Path) -> Path:
             """
         )
     )
-    generated = mesh(tmp_path, "schema", "gen", "--module", "relay_app")
+    generated = mesh_cli("schema", "gen", "--module", "relay_app", cwd=tmp_path)
     assert generated.returncode == 0, generated.stderr
     return tmp_path
-
-
-def mesh(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "mesh", *args],
-        cwd=cwd,
-        env={**environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
@@ -83,12 +68,12 @@ def test_bad_kafka_settings_end_mesh_run_with_one_line_and_exit_code_2(
     project: Path, mesh_bootstrap_servers: str, toml: str, env: dict[str, str], line: str
 ) -> None:
     (project / "mesh.toml").write_text(f"[kafka]\n{toml}\n")
-    result = mesh(
-        project,
+    result = mesh_cli(
         "run",
         "relay_app:app",
         "--metrics-port",
         "0",
+        cwd=project,
         MESH_BOOTSTRAP_SERVERS=mesh_bootstrap_servers,
         **env,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 import mesh.cli
 from mesh import Settings
 from mesh.dev.stack import free_port
+from tests.support import mesh_env
 
 
 def test_mesh_console_listens_on_localhost_by_default_and_prints_its_url(
@@ -22,7 +22,7 @@ def test_mesh_console_listens_on_localhost_by_default_and_prints_its_url(
 ) -> None:
     """The cluster named by -b and --registry-url, as every client command takes them."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env = mesh_env()
     cluster = ["-b", mesh_settings.bootstrap_servers, "--registry-url", mesh_settings.registry_url]
     process = subprocess.Popen(
         [sys.executable, "-m", "mesh", "console", "--port", str(port), *cluster],

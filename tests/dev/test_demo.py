@@ -22,6 +22,7 @@ from mesh import Settings
 from mesh.kafka.clients import admin_config
 from mesh.kafka.topics import existing_topics
 from mesh.testing import unique_name
+from tests.support import mesh_env
 
 #: `mesh demo` starts the embedded stack itself.
 pytestmark = pytest.mark.tansu_only
@@ -115,7 +116,7 @@ def test_demo_from_an_empty_directory_with_a_crashed_worker_accounts_for_every_r
 
 def test_demo_keep_stack_keeps_its_console_until_dev_down(tmp_path: Path) -> None:
     """On a fresh embedded stack (no cluster configured), named by -b nowhere."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env = mesh_env()
     env.pop("PYTHONPATH", None)
 
     def mesh(*args: str) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from mesh.config import Settings
 from mesh.dev.stack import EMBEDDED_GROUP_CONFIG, DevStack, free_port, group_config
+from tests.support import mesh_env
 
 #: `mesh dev` starts the embedded broker itself: there is no Tansu beside Apache Kafka.
 pytestmark = pytest.mark.tansu_only
@@ -206,7 +207,7 @@ def test_commands_follow_the_dev_stack_started_on_other_ports(tmp_path: Path) ->
             """
         )
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env = mesh_env()
 
     def mesh(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

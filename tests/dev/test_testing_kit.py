@@ -4,7 +4,6 @@ broker with publish/expect, and one handler called without a broker."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from mesh import Context, Event, Mesh, RetryPolicy, Settings
 from mesh.testing import call_agent, unique_name
+from tests.support import mesh_env
 
 TESTING_DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 
@@ -180,12 +180,11 @@ def test_the_documented_testing_example_passes_as_written(
     assert [name for name, _ in blocks] == ["helpdesk.py", "test_helpdesk.py"]
     for name, code in blocks:
         (tmp_path / name).write_text(code)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MESH_")},
-        "MESH_BOOTSTRAP_SERVERS": mesh_bootstrap_servers,
-        "MESH_REGISTRY_URL": mesh_registry_url,
-        "PYTHONPATH": str(tmp_path),
-    }
+    env = mesh_env(
+        MESH_BOOTSTRAP_SERVERS=mesh_bootstrap_servers,
+        MESH_REGISTRY_URL=mesh_registry_url,
+        PYTHONPATH=str(tmp_path),
+    )
     commands = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
     assert commands == ["mesh schema gen --module helpdesk\npytest\n"]
     gen = subprocess.run(
