@@ -147,6 +147,7 @@ class Dispatcher:
         self._on_fatal = on_fatal
         self._loop = asyncio.get_running_loop()
         self._topology = options.topology
+        self._models = options.topology.consumed  # topic -> the event types it decodes to
         self._parts: dict[TP, _Partition] = {}
         self._lanes: dict[tuple[str, bytes], deque[Job]] = {}
         self._running = 0  # handlers (events) started and not returned
@@ -392,7 +393,7 @@ class Dispatcher:
         self._outcomes.emit(job, ctx, emits)
 
     def _decode(self, msg: Message) -> Event:
-        models = self.options.topology.sources[self._topology.source_of(msg.topic())[0]]
+        models = self._models[msg.topic()]
         model = models[0]
         if len(models) > 1:
             wanted = Envelope.event_type_of(msg.headers())
@@ -453,19 +454,25 @@ class Dispatcher:
     async def _handle_batch(self, jobs: list[Job]) -> None:
         """Run a batch; if it fails, isolate the events that fail (see :meth:`_isolate`)."""
         try:
+            hooks = self._hooks
+            started = time.perf_counter()
             items = []
             for job in jobs:
                 event, ctx, undecodable = self._prepare(job)
                 if event is None:
                     self._release_lane(job)
                     self._outcomes.undecodable(job, ctx, undecodable)  # type: ignore[arg-type]
-                else:
-                    items.append((job, event, ctx))
-            hooks = self._hooks
-            started = time.perf_counter()
-            for _job, event, ctx in items:
-                for hook in hooks.before:
-                    hook(ctx, event)
+                    continue
+                try:
+                    for hook in hooks.before:
+                        hook(ctx, event)
+                except Exception as exc:  # fails this event only, as in a per-event agent
+                    ctx._finish()
+                    self._release_lane(job)
+                    hooks.run_failure(ctx, exc, time.perf_counter() - started)
+                    self._outcomes.failed(job, ctx, exc)
+                    continue
+                items.append((job, event, ctx))
             outcomes = await self._isolate([event for _, event, _ in items])
             seconds = time.perf_counter() - started
             for (job, event, ctx), (result, error) in zip(items, outcomes, strict=True):

@@ -283,3 +283,25 @@ def test_a_middleware_retry_without_a_retry_topic_is_left_to_the_policy() -> Non
         assert [r.topic for r in publisher.ack_all()] == ["unit.asks.g.retry.1s"]
 
     asyncio.run(main())
+
+
+def test_a_before_hook_that_raises_in_a_batch_fails_its_event_only() -> None:
+    class Refuse(Middleware):
+        def before_handle(self, ctx: Context, event: Event) -> None:
+            if ctx.offset == 1:
+                raise PermissionError("over budget")
+
+    async def main() -> None:
+        async def handler(events: list[Ask]) -> list[Answer]:
+            return [Answer(id=e.id, n=e.n) for e in events]
+
+        d, port, publisher = dispatcher(handler, batch=True, middleware=(Refuse(),))
+        d.accept([record(i, f"k{i}", i) for i in range(3)])
+        await settle()
+        sent = publisher.ack_all()
+        await settle()
+        assert sorted(json.loads(r.value)["n"] for r in sent if r.topic == Answer.topic()) == [0, 2]
+        assert [json.loads(r.value)["n"] for r in sent if "retry" in r.topic] == [1]
+        assert port.stored == [(Ask.topic(), 0, 3)]
+
+    asyncio.run(main())
