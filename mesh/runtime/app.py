@@ -62,11 +62,8 @@ class AgentSpec:
     retry: RetryPolicy | None = None
     batch_size: int | None = None
     batch_wait_s: float | None = None
-
-    @property
-    def batch(self) -> bool:
-        """Whether the handler takes a list of events (a batch agent)."""
-        return _takes_list(self.handler)
+    #: The handler takes a list of events: a batch agent.
+    batch: bool = False
 
 
 class Mesh:
@@ -145,6 +142,7 @@ class Mesh:
                 retry=retry,
                 batch_size=batch_size,
                 batch_wait_s=None if batch_wait is None else parse_duration(batch_wait),
+                batch=_takes_list(handler),
             )
             return handler
 
